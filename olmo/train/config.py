@@ -1,0 +1,158 @@
+"""The experiment config: what ``configs/*.yaml`` hold (model + training settings).
+
+Defaults are OLMo's recipe (AdamW 0.9/0.95, eps 1e-5, wd 0.1 off norms and embeddings,
+warmup from 0.1× peak, decay to 0.1× peak, clip 1.0). Torch-free, so services can read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from olmo.config import StrictConfig, apply_overrides, load_yaml, validate
+from olmo.model.config import ModelConfig
+
+__all__ = [
+    "BatchConfig",
+    "CheckpointConfig",
+    "DataConfig",
+    "EvalConfig",
+    "GradClipConfig",
+    "OptimizerConfig",
+    "SchedulerConfig",
+    "TrainConfig",
+    "WandbConfig",
+    "load_train_config",
+]
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+class OptimizerConfig(StrictConfig):
+    lr: Annotated[float, Field(gt=0)] = 4e-4
+    """Peak learning rate."""
+    betas: Annotated[tuple[Fraction, Fraction], Field(strict=False)] = (0.9, 0.95)
+    eps: Annotated[float, Field(gt=0)] = 1e-5
+    weight_decay: Annotated[float, Field(ge=0)] = 0.1
+    decay_embeddings: bool = False
+    """OLMo applies no weight decay to embeddings (norms have no parameters at all)."""
+
+
+class SchedulerConfig(StrictConfig):
+    name: Literal["cosine", "linear", "inverse_sqrt", "constant"] = "cosine"
+    warmup_steps: NonNegativeInt = 2000
+    warmup_start_factor: Fraction = 0.1
+    """Warmup starts at this fraction of the peak lr (OLMo: 0.1, not 0)."""
+    min_lr_factor: Fraction = 0.1
+    """Decay ends at this fraction of the peak lr."""
+    anneal_steps: NonNegativeInt = 0
+    """Final anneal: lr goes linearly to 0 over the last K steps (0 disables it)."""
+
+
+class GradClipConfig(StrictConfig):
+    max_norm: Annotated[float, Field(gt=0)] = 1.0
+    warmup_factor: Annotated[float, Field(ge=1)] = 1.0
+    """Multiply ``max_norm`` by this for the first ``warmup_steps`` steps (7B: 10)."""
+    warmup_steps: NonNegativeInt = 1000
+
+
+class BatchConfig(StrictConfig):
+    global_batch_size: PositiveInt = 2048
+    """Instances (sequences of max_sequence_length tokens) per optimizer step."""
+    micro_batch_size: PositiveInt = 4
+    """Instances per device per forward/backward; accumulation is derived from world size."""
+    warmup_start_size: PositiveInt | None = None
+    """Batch-size warmup: start at this many instances (None disables the warmup)."""
+    warmup_double_every_tokens: PositiveInt | None = None
+    """…and double it every this many tokens, up to ``global_batch_size``."""
+
+    @model_validator(mode="after")
+    def _check(self) -> BatchConfig:
+        if (self.warmup_start_size is None) != (self.warmup_double_every_tokens is None):
+            raise ValueError(
+                "warmup_start_size and warmup_double_every_tokens must be set together"
+            )
+        if self.warmup_start_size is not None and self.warmup_start_size > self.global_batch_size:
+            raise ValueError(
+                f"warmup_start_size ({self.warmup_start_size}) must not exceed "
+                f"global_batch_size ({self.global_batch_size})"
+            )
+        return self
+
+
+class DataConfig(StrictConfig):
+    paths: list[str] = Field(default_factory=list)
+    """Token-shard folders (with manifest.json) or individual .npy shards."""
+    dtype: Literal["auto", "uint16", "uint32"] = "auto"
+    """Token dtype; 'auto' reads it from the manifest (shards without one need it set)."""
+
+
+class CheckpointConfig(StrictConfig):
+    save_interval: PositiveInt = 1000
+    keep_last: PositiveInt | None = 3
+    """Keep the newest N complete checkpoints (None keeps all)."""
+    keep_every: PositiveInt | None = None
+    """Also keep every checkpoint whose step is a multiple of this."""
+    save_on_sigterm: bool = True
+
+
+class EvalConfig(StrictConfig):
+    interval: PositiveInt | None = 1000
+    """Run in-loop evaluation every N steps (None disables it)."""
+    tasks: list[str] = Field(default_factory=list)
+    limit: PositiveInt | None = None
+    """Evaluate at most this many items per task."""
+
+
+class WandbConfig(StrictConfig):
+    mode: Literal["online", "offline", "disabled"] = "disabled"
+    project: str = "olmo"
+    entity: str | None = None
+    group: str | None = None
+
+
+class TrainConfig(StrictConfig):
+    run_name: str
+    seed: NonNegativeInt = 6198
+    model: ModelConfig
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    grad_clip: GradClipConfig = GradClipConfig()
+    batch: BatchConfig = BatchConfig()
+    max_steps: PositiveInt
+    precision: Literal["bf16", "fp32"] = "bf16"
+    """Compute precision; master weights and optimizer state are always fp32."""
+    data: DataConfig = DataConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    eval: EvalConfig = EvalConfig()
+    wandb: WandbConfig = WandbConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.batch.micro_batch_size > self.batch.global_batch_size:
+            raise ValueError(
+                f"batch.micro_batch_size ({self.batch.micro_batch_size}) must not exceed "
+                f"batch.global_batch_size ({self.batch.global_batch_size})"
+            )
+        schedule = self.scheduler.warmup_steps + self.scheduler.anneal_steps
+        if schedule > self.max_steps:
+            raise ValueError(
+                f"scheduler.warmup_steps + scheduler.anneal_steps ({schedule}) must not exceed "
+                f"max_steps ({self.max_steps})"
+            )
+        return self
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch.global_batch_size * self.model.max_sequence_length
+
+
+def load_train_config(path: str | Path, overrides: Iterable[str] = ()) -> TrainConfig:
+    """Load ``configs/NAME.yaml`` and apply ``section.key=value`` overrides."""
+    data = apply_overrides(load_yaml(path), overrides, schema=TrainConfig)
+    return validate(TrainConfig, data, source=f"config {path}")
