@@ -16,9 +16,9 @@ import torch.nn.functional as F
 
 __all__ = ["cross_entropy_loss", "linear_cross_entropy"]
 
-# Bytes of fp32 logits per chunk: small enough to stay in CPU cache, large enough for
-# efficient matmuls on GPU.
-_CHUNK_BYTES = {"cuda": 256 * 2**20}
+# Bytes of fp32 logits per chunk: small enough to stay in CPU cache; on GPU large enough that
+# the per-chunk weight-gradient update (vocab × d_model) is paid only a few times per step.
+_CHUNK_BYTES = {"cuda": 2**30}
 _DEFAULT_CHUNK_BYTES = 8 * 2**20
 
 
@@ -73,11 +73,12 @@ def _forward_backward(
     dtype = _compute_dtype(hidden)
     w = weight.to(dtype)
     valid = labels != ignore_index
+    any_ignored = not bool(valid.all())
     count = valid.sum().clamp(min=1).float()
     safe_labels = torch.where(valid, labels, 0)
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
     grad_hidden = torch.empty_like(hidden, dtype=dtype) if with_grads else None
-    grad_weight = torch.zeros_like(weight, dtype=torch.float32) if with_grads else None
+    grad_weight: torch.Tensor | None = None
     with torch.autocast(hidden.device.type, enabled=False):
         for start in range(0, hidden.shape[0], chunk_tokens):
             end = start + chunk_tokens
@@ -93,14 +94,19 @@ def _forward_backward(
             # d loss_i / d logits_i = softmax_i - onehot(y_i), zero for ignored tokens.
             probs = logits.sub_(lse[:, None]).exp_()
             probs.scatter_add_(1, y, torch.full_like(target, -1.0)[:, None])
-            probs.mul_(mask[:, None])
+            if any_ignored:
+                probs.mul_(mask[:, None])
             g = probs.to(dtype)
             grad_hidden[start:end] = g @ w
-            if dtype == torch.float32:
+            if grad_weight is None:
+                grad_weight = (g.t() @ h).float()
+            elif dtype == torch.float32:
                 grad_weight.addmm_(g.t(), h)
             else:
-                grad_weight += (g.t() @ h).float()
+                grad_weight += g.t() @ h  # accumulates in fp32
     loss = total / count
+    if with_grads and grad_weight is None:  # no tokens at all
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32)
     if with_grads:
         grad_hidden = grad_hidden.div_(count.to(dtype))
         grad_weight = grad_weight.div_(count)

@@ -65,3 +65,21 @@ def test_model_labels_path_equals_logits_path():
     torch.testing.assert_close(loss, plain)
     for a, p in zip(fused_grads, model.parameters(), strict=True):
         torch.testing.assert_close(a, p.grad, atol=1e-6, rtol=1e-4)
+
+
+def test_empty_input_has_zero_gradients():
+    h = torch.zeros(0, 8, requires_grad=True)
+    w = torch.randn(20, 8, requires_grad=True)
+    loss = linear_cross_entropy(h, w, torch.zeros(0, dtype=torch.long))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.count_nonzero(w.grad) == 0
+
+
+def test_all_tokens_ignored_gives_zero_loss_and_gradients():
+    h = torch.randn(6, 8, requires_grad=True)
+    w = torch.randn(20, 8, requires_grad=True)
+    loss = linear_cross_entropy(h, w, torch.full((6,), -100), chunk_tokens=4)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.count_nonzero(h.grad) == 0 and torch.count_nonzero(w.grad) == 0
