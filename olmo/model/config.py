@@ -103,6 +103,16 @@ PRESETS: dict[str, ModelConfig] = {
         max_sequence_length=256,
         weight_tying=True,
     ),
+    # ~114M parameters: a GPU-shaped model small enough for CPU benchmarks.
+    "100m": _preset(
+        "100m",
+        d_model=768,
+        n_layers=8,
+        n_heads=12,
+        mlp_hidden_size=3072,
+        max_sequence_length=1024,
+        weight_tying=True,
+    ),
     "1b": _preset(
         "1b", d_model=2048, n_layers=16, n_heads=16, mlp_hidden_size=8192, weight_tying=True
     ),

@@ -74,14 +74,42 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return (x32 * cos + rotated * sin).to(x.dtype)
 
 
+class Linear(nn.Linear):
+    """A bias-free linear layer that initialises itself: truncated normal at ±3σ.
+
+    Each parameterised module initialises its own weights in its constructor, so that
+    construction under DeepSpeed's ``zero.Init`` (which partitions each module's parameters as
+    soon as its constructor returns) still gets OLMo's init.
+    """
+
+    def __init__(self, in_features: int, out_features: int, std: float):
+        self.init_std = std  # read by reset_parameters(), which nn.Linear.__init__ calls
+        super().__init__(in_features, out_features, bias=False)
+
+    def reset_parameters(self) -> None:
+        _trunc_normal(self.weight, self.init_std)
+
+
+class Embedding(nn.Embedding):
+    """Token embedding with the same self-initialisation as ``Linear``."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, std: float):
+        self.init_std = std
+        super().__init__(num_embeddings, embedding_dim)
+
+    def reset_parameters(self) -> None:
+        _trunc_normal(self.weight, self.init_std)
+
+
 class Attention(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, layer_id: int):
         super().__init__()
+        d = config.d_model
         self.n_heads = config.n_heads
         self.head_dim = config.head_dim
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
+        self.qkv = Linear(d, 3 * d, std=1 / math.sqrt(d))
         self.rope = RotaryEmbedding(config.head_dim, config.rope_theta)
-        self.out = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.out = Linear(d, d, std=1 / math.sqrt(2 * d * (layer_id + 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, seq, d_model = x.shape
@@ -94,10 +122,11 @@ class Attention(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, layer_id: int):
         super().__init__()
-        self.in_proj = nn.Linear(config.d_model, 2 * config.mlp_hidden_size, bias=False)
-        self.out = nn.Linear(config.mlp_hidden_size, config.d_model, bias=False)
+        d, hidden = config.d_model, config.mlp_hidden_size
+        self.in_proj = Linear(d, 2 * hidden, std=1 / math.sqrt(d))
+        self.out = Linear(hidden, d, std=1 / math.sqrt(2 * hidden * (layer_id + 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up, gate = self.in_proj(x).chunk(2, dim=-1)
@@ -109,9 +138,9 @@ class Block(nn.Module):
         super().__init__()
         self.layer_id = layer_id
         self.attn_norm = LayerNorm(config.layer_norm_eps)
-        self.attn = Attention(config)
+        self.attn = Attention(config, layer_id)
         self.mlp_norm = LayerNorm(config.layer_norm_eps)
-        self.mlp = SwiGLU(config)
+        self.mlp = SwiGLU(config, layer_id)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x))
@@ -124,16 +153,14 @@ class OLMo(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.embed = nn.Embedding(config.embedding_size, config.d_model)
+        std = 1 / math.sqrt(config.d_model)
+        self.embed = Embedding(config.embedding_size, config.d_model, std=std)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.final_norm = LayerNorm(config.layer_norm_eps)
         self.lm_head = (
-            None
-            if config.weight_tying
-            else nn.Linear(config.d_model, config.embedding_size, bias=False)
+            None if config.weight_tying else Linear(config.d_model, config.embedding_size, std=std)
         )
         self.activation_checkpointing = config.activation_checkpointing
-        self.reset_parameters()
 
     @property
     def output_weight(self) -> torch.Tensor:
@@ -164,20 +191,14 @@ class OLMo(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """OLMo's "mitchell" init: truncated normal (±3σ) with σ = 1/√fan_in; the output
-        projection of each residual branch is further scaled by 1/√(2·(layer_id + 1))."""
-        d = self.config.d_model
-        _trunc_normal(self.embed.weight, 1 / math.sqrt(d))
-        for block in self.blocks:
-            depth_scale = math.sqrt(2 * (block.layer_id + 1))
-            _trunc_normal(block.attn.qkv.weight, 1 / math.sqrt(d))
-            _trunc_normal(block.attn.out.weight, 1 / (math.sqrt(d) * depth_scale))
-            _trunc_normal(block.mlp.in_proj.weight, 1 / math.sqrt(d))
-            hidden = block.mlp.out.in_features
-            _trunc_normal(block.mlp.out.weight, 1 / (math.sqrt(hidden) * depth_scale))
-        if self.lm_head is not None:
-            _trunc_normal(self.lm_head.weight, 1 / math.sqrt(d))
+        """Re-draw every weight with OLMo's "mitchell" init (what construction already did):
+        truncated normal (±3σ) with σ = 1/√fan_in; the output projection of each residual
+        branch is further scaled by 1/√(2·(layer_id + 1))."""
+        for module in self.modules():
+            if isinstance(module, Linear | Embedding):
+                module.reset_parameters()
 
 
+@torch.no_grad()
 def _trunc_normal(weight: torch.Tensor, std: float) -> None:
     nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-3 * std, b=3 * std)

@@ -21,6 +21,7 @@ __all__ = [
     "DataConfig",
     "EvalConfig",
     "GradClipConfig",
+    "LoggingConfig",
     "OptimizerConfig",
     "SchedulerConfig",
     "TrainConfig",
@@ -98,7 +99,15 @@ class CheckpointConfig(StrictConfig):
     """Keep the newest N complete checkpoints (None keeps all)."""
     keep_every: PositiveInt | None = None
     """Also keep every checkpoint whose step is a multiple of this."""
+    require_evaluated: bool = False
+    """Never delete a checkpoint the eval worker has not marked EVALUATED."""
+    rotate: bool = True
+    """Apply the retention policy after every save (``olmo-ckpt rotate`` does it by hand)."""
     save_on_sigterm: bool = True
+    sigterm_grace_seconds: Annotated[float, Field(gt=0)] = 30.0
+    """Time between SIGTERM and SIGKILL (the pod's terminationGracePeriodSeconds; the
+    OLMO_TERMINATION_GRACE_SECONDS environment variable overrides it). The trainer saves on
+    SIGTERM only if its last save took less than what is left of this."""
 
 
 class EvalConfig(StrictConfig):
@@ -107,6 +116,17 @@ class EvalConfig(StrictConfig):
     tasks: list[str] = Field(default_factory=list)
     limit: PositiveInt | None = None
     """Evaluate at most this many items per task."""
+    validation_paths: list[str] = Field(default_factory=list)
+    """Token shards for held-out perplexity (same formats as ``data.paths``)."""
+    validation_instances: PositiveInt = 64
+    """Score at most this many validation instances per evaluation."""
+
+
+class LoggingConfig(StrictConfig):
+    log_interval: PositiveInt = 1
+    """Write metrics every N steps."""
+    peak_flops_per_device: Annotated[float, Field(gt=0)] | None = None
+    """Peak FLOP/s of one device for MFU; default: H100 bf16 989e12 on CUDA, none on CPU."""
 
 
 class WandbConfig(StrictConfig):
@@ -125,11 +145,15 @@ class TrainConfig(StrictConfig):
     grad_clip: GradClipConfig = GradClipConfig()
     batch: BatchConfig = BatchConfig()
     max_steps: PositiveInt
+    """Length of the run; the schedules are laid out over it."""
+    stop_at: PositiveInt | None = None
+    """Stop (saving a checkpoint) at this step without changing any schedule; resume later."""
     precision: Literal["bf16", "fp32"] = "bf16"
     """Compute precision; master weights and optimizer state are always fp32."""
     data: DataConfig = DataConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     eval: EvalConfig = EvalConfig()
+    logging: LoggingConfig = LoggingConfig()
     wandb: WandbConfig = WandbConfig()
 
     @model_validator(mode="after")

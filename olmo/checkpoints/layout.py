@@ -1,0 +1,555 @@
+"""The checkpoint layout contract (DESIGN.md contract 3), defined here and nowhere else.
+
+The trainer writes checkpoints, the operator resumes from and rotates them, the eval worker
+evaluates and marks them; all of them agree on this on-disk layout under a run directory::
+
+    RUN_DIR/checkpoints/step000123/          a checkpoint (arbitrary files written by the trainer)
+    RUN_DIR/checkpoints/step000123/COMPLETE  JSON {step, tokens, files: {path: sha256}, created}
+    RUN_DIR/checkpoints/step000123/EVALUATED JSON written by the eval worker
+    RUN_DIR/checkpoints/.tmp-step000123/     the same checkpoint while it is being written
+    RUN_DIR/checkpoints/latest               text: folder name of the newest complete checkpoint
+    RUN_DIR/eval/step000123.json             eval results
+
+A checkpoint is written under its temporary name (deterministic, so that every rank of a
+multi-node job writes into the same folder), ``COMPLETE`` is written inside it last, then the
+folder is renamed to its final name. Only folders with a valid ``COMPLETE`` marker are ever loaded
+or counted. ``latest`` is only a hint: a scan of the folder always wins.
+
+Standard library only: the operator and the eval worker import this without torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import stat
+import sys
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CHECKPOINTS_DIR",
+    "COMPLETE",
+    "EVALUATED",
+    "EVAL_DIR",
+    "LATEST",
+    "TEMP_PREFIX",
+    "CheckpointInfo",
+    "checkpoint_info",
+    "checkpoints_dir",
+    "eval_result_path",
+    "final_dir",
+    "finalize",
+    "is_complete",
+    "is_evaluated",
+    "latest_complete",
+    "list_checkpoints",
+    "list_temp_dirs",
+    "mark_evaluated",
+    "parse_step",
+    "prepare_temp_dir",
+    "read_complete",
+    "read_evaluated",
+    "read_latest_pointer",
+    "remove_tree",
+    "resolve_checkpoint",
+    "sha256_file",
+    "step_dir_name",
+    "temp_dir",
+    "tree_stats",
+    "write_complete",
+    "write_latest_pointer",
+]
+
+StrPath = str | os.PathLike[str]
+
+CHECKPOINTS_DIR = "checkpoints"
+COMPLETE = "COMPLETE"
+EVALUATED = "EVALUATED"
+LATEST = "latest"
+TEMP_PREFIX = ".tmp-"
+EVAL_DIR = "eval"
+
+_MARKERS = frozenset({COMPLETE, EVALUATED})
+_STEP_RE = re.compile(r"step([0-9]{6,})")
+# Temporary files of our own atomic writes: ".COMPLETE.tmp-<pid>-<hex>" and the like.
+_ATOMIC_TMP_RE = re.compile(r"\..+\.tmp-[0-9]+-[0-9a-f]+")
+_CHUNK = 1 << 20
+
+
+# --------------------------------------------------------------------------------------------
+# Names and paths
+
+
+def checkpoints_dir(run_dir: StrPath) -> Path:
+    """``RUN_DIR/checkpoints``."""
+    return Path(run_dir) / CHECKPOINTS_DIR
+
+
+def step_dir_name(step: int) -> str:
+    """``123`` → ``"step000123"`` (more digits when step ≥ 10**6)."""
+    _check_count("step", step)
+    return f"step{step:06d}"
+
+
+def parse_step(name: str) -> int | None:
+    """``"step000123"`` → 123; None for any other name (temp names, non-canonical padding)."""
+    match = _STEP_RE.fullmatch(name)
+    if match is None:
+        return None
+    step = int(match.group(1))
+    # Only the canonical spelling counts, so one step can never have two folders.
+    return step if step_dir_name(step) == name else None
+
+
+def temp_dir(run_dir: StrPath, step: int) -> Path:
+    """``RUN_DIR/checkpoints/.tmp-stepNNNNNN``: where a checkpoint is written before finalize."""
+    return checkpoints_dir(run_dir) / f"{TEMP_PREFIX}{step_dir_name(step)}"
+
+
+def final_dir(run_dir: StrPath, step: int) -> Path:
+    """``RUN_DIR/checkpoints/stepNNNNNN``."""
+    return checkpoints_dir(run_dir) / step_dir_name(step)
+
+
+def eval_result_path(run_dir: StrPath, step: int) -> Path:
+    """``RUN_DIR/eval/stepNNNNNN.json``."""
+    return Path(run_dir) / EVAL_DIR / f"{step_dir_name(step)}.json"
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def sha256_file(path: StrPath) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def prepare_temp_dir(run_dir: StrPath, step: int) -> Path:
+    """Create an empty ``temp_dir(run_dir, step)``, removing leftovers of a crashed attempt.
+
+    The temporary name is deterministic, so a save of the same step that died half-way leaves
+    files that ``write_complete`` would otherwise hash into the new checkpoint. In a multi-node
+    job exactly one rank calls this, before the barrier after which all ranks write.
+    """
+    path = temp_dir(run_dir, step)
+    if path.exists():
+        _rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def write_complete(ckpt_dir: StrPath, *, step: int, tokens: int) -> dict[str, Any]:
+    """Hash every file in ``ckpt_dir`` and write its ``COMPLETE`` marker atomically.
+
+    Each file is fsynced as it is hashed, so the marker is never durable before the data it
+    vouches for. Returns the marker's content.
+    """
+    _check_count("step", step)
+    _check_count("tokens", tokens)
+    root = Path(ckpt_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {root} does not exist")
+    files = {rel: _hash_and_sync(root / rel) for rel in _payload_files(root)}
+    content = {"step": step, "tokens": tokens, "files": files, "created": _now_iso()}
+    _atomic_write_text(root / COMPLETE, json.dumps(content, indent=1, sort_keys=True) + "\n")
+    return content
+
+
+def finalize(run_dir: StrPath, temp: StrPath, *, step: int, tokens: int) -> Path:
+    """Turn a fully written temporary folder into the complete checkpoint for ``step``.
+
+    Writes ``COMPLETE`` in ``temp``, renames it to ``final_dir(run_dir, step)`` and points
+    ``latest`` at it unless ``latest`` already names a complete checkpoint at least as new.
+    An existing complete final folder raises FileExistsError (nothing is changed); an existing
+    incomplete one (a crashed earlier attempt) is removed first.
+    """
+    temp = Path(temp)
+    final = final_dir(run_dir, step)
+    if not temp.is_dir():
+        raise FileNotFoundError(f"temporary checkpoint folder {temp} does not exist")
+    if _same_path(temp, final):
+        raise ValueError(f"{temp} is already the final folder; write under temp_dir() instead")
+    if is_complete(final):
+        raise FileExistsError(f"checkpoint {final} already exists and is complete")
+    write_complete(temp, step=step, tokens=tokens)
+    if final.exists() or final.is_symlink():
+        if is_complete(final):  # appeared while we were hashing
+            raise FileExistsError(f"checkpoint {final} already exists and is complete")
+        _rmtree(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(temp, final)
+    _fsync_dir(final.parent)
+    _advance_latest(run_dir, step)
+    return final
+
+
+def mark_evaluated(ckpt_dir: StrPath, info: dict[str, Any]) -> None:
+    """Write the ``EVALUATED`` marker: ``info`` plus ``created``. The folder must exist."""
+    root = Path(ckpt_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {root} does not exist")
+    content = {**info, "created": _now_iso()}
+    _atomic_write_text(root / EVALUATED, json.dumps(content, indent=1, sort_keys=True) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_complete(ckpt_dir: StrPath) -> dict[str, Any] | None:
+    """The ``COMPLETE`` marker's content; None if it is missing or not a JSON object."""
+    return _read_json_object(Path(ckpt_dir) / COMPLETE)
+
+
+def read_evaluated(ckpt_dir: StrPath) -> dict[str, Any] | None:
+    """The ``EVALUATED`` marker's content; None if it is missing or not a JSON object."""
+    return _read_json_object(Path(ckpt_dir) / EVALUATED)
+
+
+def is_evaluated(ckpt_dir: StrPath) -> bool:
+    return read_evaluated(ckpt_dir) is not None
+
+
+def is_complete(ckpt_dir: StrPath, verify: bool = False) -> bool:
+    """Whether ``ckpt_dir`` is a complete checkpoint.
+
+    The folder must have a final step name (``stepNNNNNN``) and a ``COMPLETE`` marker that parses
+    and names the same step. With ``verify=True`` every file the marker lists must also exist
+    and still have the recorded sha256 (unlisted extra files are allowed).
+    """
+    root = Path(ckpt_dir)
+    step = parse_step(root.name)
+    if step is None or not root.is_dir():
+        return False
+    marker = read_complete(root)
+    if marker is None or not _is_count(marker.get("step")) or marker["step"] != step:
+        return False
+    files = marker.get("files")
+    if not isinstance(files, dict):
+        return False
+    if not verify:
+        return True
+    for rel, expected in files.items():
+        path = _safe_join(root, rel)
+        if path is None or not isinstance(expected, str) or not path.is_file():
+            return False
+        try:
+            if sha256_file(path) != expected:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """One final step folder, complete or not, as seen by a scan."""
+
+    step: int
+    path: Path
+    complete: bool
+    evaluated: bool
+    tokens: int | None
+    size_bytes: int
+    mtime: float  # newest modification time of the folder or anything inside it
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``path`` as a string)."""
+        return {**asdict(self), "path": str(self.path)}
+
+
+def checkpoint_info(path: StrPath) -> CheckpointInfo:
+    """Scan one final step folder (raises ValueError if its name is not ``stepNNNNNN``)."""
+    path = Path(path)
+    step = parse_step(path.name)
+    if step is None:
+        raise ValueError(f"{path} is not a checkpoint folder (expected a name like step000123)")
+    complete = is_complete(path)
+    tokens = None
+    if complete:
+        marker = read_complete(path) or {}
+        tokens = marker.get("tokens") if _is_count(marker.get("tokens")) else None
+    size, mtime = tree_stats(path)
+    return CheckpointInfo(
+        step=step,
+        path=path,
+        complete=complete,
+        evaluated=is_evaluated(path),
+        tokens=tokens,
+        size_bytes=size,
+        mtime=mtime,
+    )
+
+
+def list_checkpoints(run_dir: StrPath) -> list[CheckpointInfo]:
+    """Every final step folder (complete or not), sorted by step; [] if there are none."""
+    infos = []
+    for _, path in _step_dirs(run_dir):
+        try:
+            infos.append(checkpoint_info(path))
+        except FileNotFoundError:  # removed concurrently (another rotation)
+            continue
+    return infos
+
+
+def list_temp_dirs(run_dir: StrPath) -> list[Path]:
+    """Folders under the checkpoints dir whose name starts with ``.tmp-``, sorted by name."""
+    root = checkpoints_dir(run_dir)
+    try:
+        entries = list(os.scandir(root))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(
+        root / e.name
+        for e in entries
+        if e.name.startswith(TEMP_PREFIX) and e.is_dir(follow_symlinks=False)
+    )
+
+
+def read_latest_pointer(run_dir: StrPath) -> str | None:
+    """The folder name the ``latest`` file holds (a hint only), or None."""
+    try:
+        text = (checkpoints_dir(run_dir) / LATEST).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text or None
+
+
+def latest_complete(run_dir: StrPath) -> CheckpointInfo | None:
+    """The newest complete checkpoint by step, found by scanning (``latest`` is not trusted)."""
+    for _, path in reversed(_step_dirs(run_dir)):
+        if is_complete(path):
+            try:
+                return checkpoint_info(path)
+            except FileNotFoundError:
+                continue
+    return None
+
+
+def resolve_checkpoint(run_dir: StrPath, spec: str) -> Path | None:
+    """Resolve a ``--resume``/``--checkpoint`` argument to a complete checkpoint folder.
+
+    ``"latest"`` → the newest complete checkpoint, or None when there is none. Anything else is a
+    path, absolute or relative to ``RUN_DIR/checkpoints``, that must be a complete checkpoint;
+    otherwise ValueError with a message naming the path and what is wrong with it.
+    """
+    if spec == LATEST:
+        info = latest_complete(run_dir)
+        return None if info is None else info.path
+    if not spec:
+        raise ValueError("empty checkpoint spec: give 'latest' or a checkpoint folder")
+    path = Path(spec)
+    if not path.is_absolute():
+        path = checkpoints_dir(run_dir) / path
+    if not path.exists():
+        raise ValueError(f"checkpoint {path} does not exist")
+    if not path.is_dir():
+        raise ValueError(f"checkpoint {path} is not a directory")
+    if parse_step(path.name) is None:
+        raise ValueError(
+            f"{path} is not a checkpoint folder: expected a name like step000123 "
+            "(temporary .tmp-* folders are never loaded)"
+        )
+    if not (path / COMPLETE).exists():
+        raise ValueError(
+            f"checkpoint {path} has no {COMPLETE} marker: it is incomplete or still being "
+            "written, and only complete checkpoints can be loaded"
+        )
+    if not is_complete(path):
+        raise ValueError(
+            f"checkpoint {path} has an invalid {COMPLETE} marker (unparsable, or its step "
+            "does not match the folder name)"
+        )
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers (also used by retention)
+
+
+def tree_stats(path: StrPath) -> tuple[int, float]:
+    """(total bytes of regular files, newest mtime of the folder or anything in it).
+
+    Symlinks are not followed. Entries that vanish during the walk are skipped.
+    """
+    root = Path(path)
+    st = root.lstat()  # FileNotFoundError if the folder itself is gone
+    size, mtime = 0, st.st_mtime
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in (*dirnames, *filenames):
+            try:
+                entry = os.lstat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
+            mtime = max(mtime, entry.st_mtime)
+            if name in filenames and stat.S_ISREG(entry.st_mode):
+                size += entry.st_size
+    return size, mtime
+
+
+def remove_tree(path: StrPath) -> None:
+    """Remove a folder; already gone (or going, removed concurrently) is fine."""
+    _rmtree(Path(path))
+
+
+def write_latest_pointer(run_dir: StrPath, name: str | None) -> None:
+    """Atomically set ``latest`` to ``name``; None removes it."""
+    path = checkpoints_dir(run_dir) / LATEST
+    if name is None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        _fsync_dir(path.parent)
+        return
+    if parse_step(name) is None:
+        raise ValueError(f"latest must name a step folder, not {name!r}")
+    _atomic_write_text(path, name + "\n")
+
+
+def _advance_latest(run_dir: StrPath, step: int) -> None:
+    current = read_latest_pointer(run_dir)
+    current_step = parse_step(current) if current else None
+    if (
+        current_step is not None
+        and current_step >= step
+        and is_complete(checkpoints_dir(run_dir) / current)
+    ):
+        return  # never move latest backwards to an older checkpoint
+    write_latest_pointer(run_dir, step_dir_name(step))
+
+
+def _step_dirs(run_dir: StrPath) -> list[tuple[int, Path]]:
+    root = checkpoints_dir(run_dir)
+    try:
+        entries = list(os.scandir(root))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = []
+    for entry in entries:
+        step = parse_step(entry.name)
+        if step is not None and entry.is_dir(follow_symlinks=False):
+            found.append((step, root / entry.name))
+    return sorted(found)
+
+
+def _payload_files(root: Path) -> list[str]:
+    """Relative posix paths of every file in a checkpoint except the markers."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        top = Path(dirpath) == root
+        for name in sorted(filenames):
+            if top and (name in _MARKERS or _ATOMIC_TMP_RE.fullmatch(name)):
+                continue
+            path = Path(dirpath) / name
+            if path.is_file():
+                out.append(path.relative_to(root).as_posix())
+    return out
+
+
+def _hash_and_sync(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+        with contextlib.suppress(OSError):
+            os.fsync(f.fileno())
+    return digest.hexdigest()
+
+
+def _safe_join(root: Path, rel: object) -> Path | None:
+    if not isinstance(rel, str) or not rel:
+        return None
+    parts = Path(rel).parts
+    if Path(rel).is_absolute() or ".." in parts:
+        return None
+    return root.joinpath(*parts)
+
+
+def _read_json_object(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename/create in it is durable; not every filesystem allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _rmtree(path: Path) -> None:
+    def ignore_missing(func: Any, p: str, exc: Any) -> None:
+        err = exc[1] if isinstance(exc, tuple) else exc
+        if not isinstance(err, FileNotFoundError):
+            raise err
+
+    if path.is_symlink() or path.is_file():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=ignore_missing)
+    else:
+        shutil.rmtree(path, onerror=ignore_missing)
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_count(what: str, value: object) -> None:
+    if not _is_count(value):
+        raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,146 @@
+"""Saving and restoring the whole training state as one checkpoint (DESIGN contract 3).
+
+A checkpoint folder holds the DeepSpeed ZeRO-3 shards (``deepspeed/``: bf16 module states,
+fp32 master weights and AdamW moments per rank), ``trainer_state.json`` (step, tokens,
+instances consumed, world size, config, versions, git commit, data manifest hashes),
+``config.yaml`` and each rank's RNG states (``rng/rankN.pt``). Every rank writes its shard into
+the same temporary folder (a shared filesystem on multi-node runs); rank 0 then writes the
+trainer state and ``olmo.checkpoints.layout.finalize`` adds ``COMPLETE`` last and renames.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from olmo.checkpoints import layout
+from olmo.config import dump_yaml
+from olmo.train.config import TrainConfig
+from olmo.train.distributed import DistInfo, barrier
+
+DEEPSPEED_TAG = "deepspeed"
+TRAINER_STATE = "trainer_state.json"
+CONFIG_FILE = "config.yaml"
+RNG_DIR = "rng"
+
+
+@dataclass
+class TrainerState:
+    """Where training stands; everything needed to continue exactly."""
+
+    step: int = 0
+    """Optimizer steps taken."""
+    tokens: int = 0
+    """Training tokens consumed."""
+    instances_consumed: int = 0
+    """Global position in the data order (across epochs), independent of world size."""
+    world_size: int = 1
+    data_manifest_sha256: list[str | None] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    git_commit: str | None = None
+    saved_at: float = 0.0
+
+    @classmethod
+    def read(cls, checkpoint: Path) -> TrainerState:
+        data = json.loads((checkpoint / TRAINER_STATE).read_text())
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in ("olmo-k8s", "torch", "deepspeed", "numpy", "transformers"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree the package runs from (None outside a git checkout)."""
+    source = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save_checkpoint(
+    engine, run_dir: Path, state: TrainerState, config: TrainConfig, dist: DistInfo
+) -> Path:
+    """Collective: every rank calls it. Returns the final checkpoint folder."""
+    temp = layout.temp_dir(run_dir, state.step)
+    if dist.is_main:
+        layout.prepare_temp_dir(run_dir, state.step)  # clears a crashed save of this step
+    barrier()
+    engine.save_checkpoint(str(temp), tag=DEEPSPEED_TAG, save_latest=False)
+    (temp / RNG_DIR).mkdir(exist_ok=True)
+    torch.save(_rng_state(), temp / RNG_DIR / f"rank{dist.rank}.pt")
+    barrier()
+    final = layout.final_dir(run_dir, state.step)
+    if dist.is_main:
+        state.saved_at = time.time()
+        (temp / TRAINER_STATE).write_text(json.dumps(asdict(state), indent=2, default=str))
+        (temp / CONFIG_FILE).write_text(dump_yaml(config))
+        if layout.is_complete(final):
+            # Only after resuming from an older checkpoint on purpose: this run's history
+            # replaces the one that was abandoned.
+            layout.remove_tree(final)
+        final = layout.finalize(run_dir, temp, step=state.step, tokens=state.tokens)
+    barrier()
+    return final
+
+
+def load_checkpoint(engine, checkpoint: Path, dist: DistInfo) -> TrainerState:
+    """Restore module, optimizer and trainer state from a COMPLETE checkpoint."""
+    if not layout.is_complete(checkpoint):
+        raise ValueError(f"{checkpoint} is not a complete checkpoint (no valid COMPLETE marker)")
+    state = TrainerState.read(checkpoint)
+    if state.world_size != dist.world_size:
+        raise ValueError(
+            f"{checkpoint} was written by {state.world_size} processes but this run has "
+            f"{dist.world_size}: ZeRO-3 shards are per rank, so resume with the same number of "
+            f"processes (the data order itself does not depend on it)"
+        )
+    load_path, _ = engine.load_checkpoint(str(checkpoint), tag=DEEPSPEED_TAG)
+    if load_path is None:
+        raise RuntimeError(f"DeepSpeed could not load {checkpoint / DEEPSPEED_TAG}")
+    rng_file = checkpoint / RNG_DIR / f"rank{dist.rank}.pt"
+    if rng_file.exists():
+        _restore_rng(torch.load(rng_file, weights_only=False))
+    return state

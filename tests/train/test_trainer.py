@@ -1,0 +1,176 @@
+"""The trainer as real processes: DeepSpeed ZeRO-3 bf16 on CPU with gloo, 1 or 2 processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+from olmo.checkpoints import layout
+from olmo.train import exit_codes
+from olmo.train.checkpointing import DEEPSPEED_TAG, TrainerState
+from olmo.train.inspect import batch_documents
+from olmo.train.metrics import read_metrics
+
+from .conftest import losses, run_trainer, small_config, trainer_command, trainer_env
+
+
+def fp32_weights(checkpoint):
+    return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=DEEPSPEED_TAG)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, dataset, validation_set):
+    """8 steps, 2 processes, no interruption: the reference run."""
+    tmp = tmp_path_factory.mktemp("reference")
+    config = small_config(tmp, dataset)
+    run_trainer(config, tmp / "run", 2)
+    return config, tmp / "run"
+
+
+def test_resume_is_bit_exact(uninterrupted, tmp_path):
+    config, reference = uninterrupted
+    run = tmp_path / "run"
+    run_trainer(config, run, 2, "--set", "stop_at=4")
+    assert layout.latest_complete(run).step == 4
+    run_trainer(config, run, 2, "--resume", "latest")
+    assert losses(run) == losses(reference)  # same loss sequence, compared exactly
+    assert [s for s, _ in losses(run)] == list(range(1, 9))
+    ours = fp32_weights(run / "checkpoints" / "step000008")
+    theirs = fp32_weights(reference / "checkpoints" / "step000008")
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert torch.equal(ours[name], theirs[name]), name
+
+
+def test_reference_run_trains_and_records_its_state(uninterrupted):
+    _config, run = uninterrupted
+    seq = losses(run)
+    assert seq[-1][1] < seq[0][1] - 1.0  # it learns the phrase structure
+    state = TrainerState.read(run / "checkpoints" / "step000008")
+    assert (state.step, state.instances_consumed, state.world_size) == (8, 64, 2)
+    assert state.tokens == 8 * 8 * 64
+    assert state.versions["torch"] and state.versions["deepspeed"]
+    assert state.data_manifest_sha256[0] and len(state.data_manifest_sha256[0]) == 64
+    assert state.config["model"]["d_model"] == 64
+    # Retention ran after each save: keep_last 2 of saves at 4 and 8.
+    assert [c.step for c in layout.list_checkpoints(run)] == [4, 8]
+    metrics = read_metrics(run)
+    for key in ("lr", "grad_norm", "tokens_per_s", "tokens_per_s_per_device", "memory_gib",
+                "eta_seconds", "batch_sha1"):  # fmt: skip
+        assert key in metrics[-1], key
+
+
+def test_data_order_does_not_depend_on_world_size(uninterrupted, tmp_path):
+    config, reference = uninterrupted
+    run = tmp_path / "one-process"
+    run_trainer(config, run, 1, "--set", "stop_at=3")
+    one = [m["batch_sha1"] for m in read_metrics(run)]
+    two = [m["batch_sha1"] for m in read_metrics(reference)][:3]
+    assert one == two
+    # And the loss is the same function of the data, up to reduction order.
+    one_losses = [loss for _, loss in losses(run)]
+    two_losses = [loss for _, loss in losses(reference)][:3]
+    assert one_losses == pytest.approx(two_losses, rel=2e-2)
+
+
+def test_inspect_batch_rebuilds_the_batches_the_trainer_used(uninterrupted):
+    import hashlib
+
+    import numpy as np
+
+    _, run = uninterrupted
+    for metrics in read_metrics(run):
+        rows = batch_documents(run, metrics["step"])
+        assert len(rows) == 8
+        indices = np.array([r["instance"] for r in rows], dtype=np.int64)
+        assert hashlib.sha1(indices.tobytes()).hexdigest()[:16] == metrics["batch_sha1"]
+        for row in rows:
+            spans = [(d["instance_start"], d["instance_end"]) for d in row["documents"]]
+            assert spans[0][0] == 0 and spans[-1][1] == 64  # documents cover the instance
+            assert all(d["id"].startswith("doc-") for d in row["documents"])
+
+
+def test_interrupted_checkpoint_is_ignored_and_rotated_away(uninterrupted, tmp_path):
+    config, _ = uninterrupted
+    run = tmp_path / "run"
+    run_trainer(config, run, 1, "--set", "stop_at=4")
+    # A save of step 6 that died half-way, and one of step 7 that died before its rename.
+    half = layout.final_dir(run, 6)
+    half.mkdir()
+    (half / "trainer_state.json").write_text("{")
+    abandoned = layout.temp_dir(run, 7)
+    abandoned.mkdir()
+    (abandoned / "partial.pt").write_bytes(b"\0" * 100)
+    old = time.time() - 2 * 3600
+    for path in (half, abandoned, half / "trainer_state.json", abandoned / "partial.pt"):
+        os.utime(path, (old, old))
+    result = run_trainer(config, run, 1, "--resume", "latest", "--set", "stop_at=5")
+    assert "resumed from" in result.stderr and "step000004" in result.stderr
+    assert [s for s, _ in losses(run)] == [1, 2, 3, 4, 5]
+    # The next save rotated the debris away.
+    assert not half.exists() and not abandoned.exists()
+    assert [c.step for c in layout.list_checkpoints(run)] == [4, 5]
+
+
+def test_resume_from_a_path_without_complete_is_refused(uninterrupted, tmp_path):
+    config, _ = uninterrupted
+    bogus = tmp_path / "run" / "checkpoints" / "step000002"
+    bogus.mkdir(parents=True)
+    result = run_trainer(
+        config, tmp_path / "run", 1, "--resume", str(bogus), check_rc=exit_codes.CONFIG_ERROR
+    )
+    assert "COMPLETE" in result.stderr
+
+
+def test_sigterm_saves_and_exits_with_the_preempted_code(tmp_path, dataset):
+    config = small_config(tmp_path, dataset, max_steps=100000)
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        trainer_command(config, run, 1), env=trainer_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(read_metrics(run)) < 3:
+            time.sleep(0.2)
+        assert len(read_metrics(run)) >= 3, "trainer did not start"
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == exit_codes.PREEMPTED, err[-3000:]
+    latest = layout.latest_complete(run)
+    last_step = read_metrics(run)[-1]["step"]
+    assert latest is not None and latest.step == last_step
+    assert layout.is_complete(latest.path, verify=True)
+    assert json.loads((latest.path / "trainer_state.json").read_text())["step"] == last_step
+
+
+def test_validation_perplexity_is_logged(tmp_path, dataset, validation_set):
+    config = small_config(
+        tmp_path, dataset, max_steps=6,
+        **{"eval.interval": 3, "eval.validation_paths": [str(validation_set)],
+           "eval.validation_instances": 8},
+    )  # fmt: skip
+    run_trainer(config, tmp_path / "run", 1)
+    evals = [m for m in read_metrics(tmp_path / "run") if "eval/val_loss" in m]
+    assert [m["step"] for m in evals] == [3, 6]
+    assert evals[1]["eval/val_loss"] < evals[0]["eval/val_loss"]
+    assert evals[0]["eval/val_perplexity"] == pytest.approx(
+        2.718281828 ** evals[0]["eval/val_loss"]
+    )
+
+
+def test_bad_config_exits_2(tmp_path, dataset):
+    config = small_config(tmp_path, dataset)
+    result = run_trainer(
+        config, tmp_path / "run", 1, "--set", "model.n_heads=3", check_rc=exit_codes.CONFIG_ERROR
+    )
+    assert "n_heads (3) must divide d_model (64)" in result.stderr
