@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Every distribution installed by `make setup`; a change to any of them re-runs the install.
 PYPROJECTS := pyproject.toml $(wildcard services/*/pyproject.toml)
 
-.PHONY: help setup test pytest lint format bench bench-model clean
+.PHONY: help setup test pytest lint format bench bench-model bench-train bench-data clean
 
 help:
 	@echo "make setup        create .venv and install everything (editable, idempotent)"
@@ -16,6 +16,7 @@ help:
 	@echo "make format       ruff format + ruff check --fix"
 	@echo "make bench        run every benchmark (numbers as ratios against a reference)"
 	@echo "make bench-model  our model vs HF OlmoForCausalLM, forward+backward tokens/s on CPU"
+	@echo "make bench-train  a full ZeRO-3 trainer step vs a bare fwd+bwd+AdamW step; data loader"
 
 setup: $(STAMP)
 
@@ -42,10 +43,16 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-model
+bench: bench-model bench-train
 
 bench-model: setup
 	$(BIN)/python benchmarks/bench_model.py
+
+bench-train: setup bench-data
+	DS_ACCELERATOR=cpu $(BIN)/python benchmarks/bench_train.py
+
+bench-data: setup
+	$(BIN)/python benchmarks/bench_data.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -3,6 +3,7 @@
 olmo-ckpt list runs/tiny                          # table: step, tokens, complete, evaluated, size
 olmo-ckpt list runs/tiny --json
 olmo-ckpt rotate runs/tiny --keep-last 3 --keep-every 1000 --dry-run
+olmo-ckpt export-hf runs/tiny/checkpoints/step000300 hf-out/   # needs torch + deepspeed
 
 Each command is one subparser with its own ``_add_<command>`` function that registers it and sets
 ``func``; ``main`` only dispatches. Exit codes: 0 ok, 1 filesystem error, 2 bad usage or input.
@@ -38,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_list(sub)
     _add_rotate(sub)
+    _add_export_hf(sub)
     return parser
 
 
@@ -218,3 +220,35 @@ def _yes_no(value: bool) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --------------------------------------------------------------------------------------------
+# export-hf
+
+
+def _add_export_hf(sub: Any) -> None:
+    p = sub.add_parser(
+        "export-hf",
+        help="merge a ZeRO-3 checkpoint and write an HF transformers directory (OlmoForCausalLM)",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a COMPLETE checkpoint folder")
+    p.add_argument("out", metavar="OUT", help="output folder (config.json + model.safetensors)")
+    p.add_argument(
+        "--dtype", choices=("float32", "bfloat16"), default="float32", help="stored weight type"
+    )
+    p.set_defaults(func=_cmd_export_hf)
+
+
+def _cmd_export_hf(args: argparse.Namespace) -> int:
+    try:  # torch and deepspeed are only needed here; the rest of olmo-ckpt is stdlib-only
+        import torch
+
+        from olmo.train.export import export_hf
+    except ImportError as e:
+        raise UsageError(f"export-hf needs the 'train' and 'hf' extras installed ({e})") from None
+    try:
+        out = export_hf(Path(args.checkpoint), Path(args.out), dtype=getattr(torch, args.dtype))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote {out}")
+    return 0

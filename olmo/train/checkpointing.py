@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,7 @@ DEEPSPEED_TAG = "deepspeed"
 TRAINER_STATE = "trainer_state.json"
 CONFIG_FILE = "config.yaml"
 RNG_DIR = "rng"
+UNIVERSAL_CACHE = ".universal"
 
 
 @dataclass
@@ -126,21 +128,66 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(engine, checkpoint: Path, dist: DistInfo) -> TrainerState:
-    """Restore module, optimizer and trainer state from a COMPLETE checkpoint."""
+def needs_reshard(checkpoint: Path, dist: DistInfo) -> bool:
+    """True when ``checkpoint`` was written by a different number of processes."""
+    return TrainerState.read(checkpoint).world_size != dist.world_size
+
+
+def universal_dir(run_dir: Path, checkpoint: Path) -> Path:
+    return Path(run_dir) / UNIVERSAL_CACHE / checkpoint.name
+
+
+def convert_to_universal(checkpoint: Path, run_dir: Path, dist: DistInfo) -> Path:
+    """Collective. Rewrite the per-rank ZeRO-3 shards of ``checkpoint`` as DeepSpeed's
+    "universal" per-parameter layout (once, cached under RUN_DIR/.universal), which any number
+    of processes can load. The checkpoint itself is left untouched."""
+    target = universal_dir(run_dir, checkpoint)
+    done = target / "CONVERTED"
+    if dist.is_main and not done.exists():
+        import argparse
+
+        from deepspeed.checkpoint import ds_to_universal
+
+        if target.exists():
+            shutil.rmtree(target)
+        ds_to_universal.main(
+            argparse.Namespace(
+                input_folder=str(checkpoint / DEEPSPEED_TAG),
+                output_folder=str(target / DEEPSPEED_TAG),
+                num_extract_workers=1,
+                num_merge_workers=1,
+                keep_temp_folder=False,
+                strict=True,
+                inject_missing_state=False,
+            )
+        )
+        done.write_text(str(checkpoint))
+    barrier()
+    return target
+
+
+def load_checkpoint(
+    engine, checkpoint: Path, dist: DistInfo, universal: Path | None = None
+) -> TrainerState:
+    """Restore module, optimizer and trainer state from a COMPLETE checkpoint.
+
+    ``universal``: the converted copy to load instead when the world size changed (the engine
+    must then have been created with ``checkpoint.load_universal``).
+    """
     if not layout.is_complete(checkpoint):
         raise ValueError(f"{checkpoint} is not a complete checkpoint (no valid COMPLETE marker)")
     state = TrainerState.read(checkpoint)
-    if state.world_size != dist.world_size:
+    if state.world_size != dist.world_size and universal is None:
         raise ValueError(
             f"{checkpoint} was written by {state.world_size} processes but this run has "
-            f"{dist.world_size}: ZeRO-3 shards are per rank, so resume with the same number of "
-            f"processes (the data order itself does not depend on it)"
+            f"{dist.world_size}; convert it first (convert_to_universal)"
         )
-    load_path, _ = engine.load_checkpoint(str(checkpoint), tag=DEEPSPEED_TAG)
+    source = universal if universal is not None else checkpoint
+    load_path, _ = engine.load_checkpoint(str(source), tag=DEEPSPEED_TAG)
     if load_path is None:
-        raise RuntimeError(f"DeepSpeed could not load {checkpoint / DEEPSPEED_TAG}")
+        raise RuntimeError(f"DeepSpeed could not load {source / DEEPSPEED_TAG}")
     rng_file = checkpoint / RNG_DIR / f"rank{dist.rank}.pt"
-    if rng_file.exists():
+    if rng_file.exists() and universal is None:
         _restore_rng(torch.load(rng_file, weights_only=False))
+    state.world_size = dist.world_size
     return state

@@ -9,9 +9,11 @@ the number of micro-batches from one step to the next.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -31,8 +33,10 @@ from olmo.train import exit_codes
 from olmo.train.checkpointing import (
     CONFIG_FILE,
     TrainerState,
+    convert_to_universal,
     git_commit,
     load_checkpoint,
+    needs_reshard,
     package_versions,
     save_checkpoint,
 )
@@ -113,8 +117,17 @@ class Trainer:
             (self.run_dir / CONFIG_FILE).write_text(dump_yaml(config))
         barrier()
 
-        torch.manual_seed(config.seed)
+        checkpoint = layout.resolve_checkpoint(self.run_dir, resume) if resume else None
+        if checkpoint is None and resume not in (None, "latest"):
+            raise ValueError(f"no checkpoint to resume from at {resume}")
+        universal = None
         ds_config = deepspeed_config(config, dist.world_size)
+        if checkpoint is not None and needs_reshard(checkpoint, dist):
+            # A different number of processes: go through DeepSpeed's universal format.
+            universal = convert_to_universal(checkpoint, self.run_dir, dist)
+            ds_config["checkpoint"] = {"load_universal": True}
+
+        torch.manual_seed(config.seed)
         with deepspeed.zero.Init(config_dict_or_path=ds_config):
             model = OLMo(config.model)
         if config.model.weight_tying:
@@ -125,12 +138,15 @@ class Trainer:
         )
 
         self.state = TrainerState(world_size=dist.world_size)
-        checkpoint = layout.resolve_checkpoint(self.run_dir, resume) if resume else None
         if checkpoint is not None:
-            self.state = load_checkpoint(self.engine, checkpoint, dist)
+            self.state = load_checkpoint(self.engine, checkpoint, dist, universal)
             log.info("resumed from %s at step %d", checkpoint, self.state.step)
-        elif resume not in (None, "latest"):
-            raise ValueError(f"no checkpoint to resume from at {resume}")
+            if universal is not None:
+                barrier()
+                if dist.is_main:
+                    shutil.rmtree(universal, ignore_errors=True)
+                    with contextlib.suppress(OSError):  # only if no other copy is there
+                        universal.parent.rmdir()
         self.state.config = config.model_dump(mode="json")
         self.state.versions = package_versions()
         self.state.git_commit = git_commit()
