@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import shutil
 import stat
 import sys
@@ -33,6 +32,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from olmo.fileio import fsync_dir, sha256_file, write_atomic
 
 __all__ = [
     "CHECKPOINTS_DIR",
@@ -128,15 +129,6 @@ def eval_result_path(run_dir: StrPath, step: int) -> Path:
 # Writing
 
 
-def sha256_file(path: StrPath) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def prepare_temp_dir(run_dir: StrPath, step: int) -> Path:
     """Create an empty ``temp_dir(run_dir, step)``, removing leftovers of a crashed attempt.
 
@@ -164,7 +156,7 @@ def write_complete(ckpt_dir: StrPath, *, step: int, tokens: int) -> dict[str, An
         raise FileNotFoundError(f"checkpoint folder {root} does not exist")
     files = {rel: _hash_and_sync(root / rel) for rel in _payload_files(root)}
     content = {"step": step, "tokens": tokens, "files": files, "created": _now_iso()}
-    _atomic_write_text(root / COMPLETE, json.dumps(content, indent=1, sort_keys=True) + "\n")
+    write_atomic(root / COMPLETE, json.dumps(content, indent=1, sort_keys=True) + "\n")
     return content
 
 
@@ -191,7 +183,7 @@ def finalize(run_dir: StrPath, temp: StrPath, *, step: int, tokens: int) -> Path
         _rmtree(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.rename(temp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     _advance_latest(run_dir, step)
     return final
 
@@ -202,7 +194,7 @@ def mark_evaluated(ckpt_dir: StrPath, info: dict[str, Any]) -> None:
     if not root.is_dir():
         raise FileNotFoundError(f"checkpoint folder {root} does not exist")
     content = {**info, "created": _now_iso()}
-    _atomic_write_text(root / EVALUATED, json.dumps(content, indent=1, sort_keys=True) + "\n")
+    write_atomic(root / EVALUATED, json.dumps(content, indent=1, sort_keys=True) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,11 +407,11 @@ def write_latest_pointer(run_dir: StrPath, name: str | None) -> None:
     if name is None:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return
     if parse_step(name) is None:
         raise ValueError(f"latest must name a step folder, not {name!r}")
-    _atomic_write_text(path, name + "\n")
+    write_atomic(path, name + "\n")
 
 
 def _advance_latest(run_dir: StrPath, step: int) -> None:
@@ -488,35 +480,6 @@ def _read_json_object(path: Path) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename/create in it is durable; not every filesystem allows it."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _rmtree(path: Path) -> None:

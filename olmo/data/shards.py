@@ -16,7 +16,6 @@ This module must not import torch: the data-prep image has none.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import gzip
 import hashlib
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from olmo.fileio import fsync_dir, sha256_file, write_atomic
 
 __all__ = [
     "FORMAT_VERSION",
@@ -93,34 +94,6 @@ def _check_eos(eos_token_id: int, dtype: np.dtype) -> int:
             f"eos_token_id {eos_token_id} does not fit {dtype.name} (ids 0..{np.iinfo(dtype).max})"
         )
     return int(eos_token_id)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make renames in ``folder`` durable (best effort: not every filesystem allows it)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary name next to ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,7 +259,7 @@ class ShardWriter:
         # Index first: a reader listing *.npy never sees a shard without its index.
         os.replace(index_tmp, self.out_dir / f"{name}.csv.gz")
         os.replace(self._tmp_path, self.out_dir / f"{name}.npy")
-        _fsync_dir(self.out_dir)
+        fsync_dir(self.out_dir)
         self._tmp_path = None
         self._shards.append(
             ShardInfo(
@@ -381,8 +354,8 @@ def write_manifest(
     )
     path = Path(out_dir) / MANIFEST_NAME
     text = json.dumps(manifest.to_dict(), indent=2, allow_nan=False) + "\n"
-    _write_atomic(path, text.encode("utf-8"))
-    _fsync_dir(path.parent)
+    write_atomic(path, text.encode("utf-8"))
+    fsync_dir(path.parent)
     return path
 
 
@@ -779,7 +752,7 @@ def open_shards(
                     index_path=path / info.index,
                     expected_tokens=info.num_tokens,
                 )
-                if verify and (actual := _sha256_file(shard.path)) != info.sha256:
+                if verify and (actual := sha256_file(shard.path, _HASH_CHUNK)) != info.sha256:
                     raise ShardFormatError(
                         f"{shard.path}: sha256 {actual} does not match the manifest's "
                         f"{info.sha256}; the shard was modified or corrupted"
