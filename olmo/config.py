@@ -13,13 +13,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
     "ConfigError",
+    "Fraction",
+    "NonNegativeFloat",
+    "NonNegativeInt",
+    "PositiveInt",
     "StrictConfig",
     "apply_overrides",
     "dump_yaml",
@@ -37,6 +41,13 @@ class StrictConfig(BaseModel):
     """Base for every config section: no unknown keys, no silent type coercion."""
 
     model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True, frozen=False)
+
+
+# Constrained field types shared by every config section.
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0.0)]
 
 
 class _Yaml12Loader(yaml.SafeLoader):

@@ -12,7 +12,15 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from olmo.config import StrictConfig, apply_overrides, load_yaml, validate
+from olmo.config import (
+    Fraction,
+    NonNegativeInt,
+    PositiveInt,
+    StrictConfig,
+    apply_overrides,
+    load_yaml,
+    validate,
+)
 from olmo.model.config import ModelConfig
 
 __all__ = [
@@ -28,10 +36,6 @@ __all__ = [
     "WandbConfig",
     "load_train_config",
 ]
-
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
 
 
 class OptimizerConfig(StrictConfig):

@@ -36,11 +36,11 @@ import re
 import string
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import Field, model_validator
 
-from olmo.config import StrictConfig
+from olmo.config import Fraction, NonNegativeFloat, NonNegativeInt, StrictConfig
 
 __all__ = [
     "BULLETS",
@@ -55,10 +55,6 @@ __all__ = [
     "c4_line_filter",
     "check_document",
 ]
-
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0.0)]
 
 DEFAULT_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 DEFAULT_TERMINAL_PUNCTUATION = (".", "!", "?", '"', "'", "\u201d", "\u2019")  # + ” and ’
