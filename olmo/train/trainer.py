@@ -147,6 +147,12 @@ class Trainer:
                     shutil.rmtree(universal, ignore_errors=True)
                     with contextlib.suppress(OSError):  # only if no other copy is there
                         universal.parent.rmdir()
+        if checkpoint is not None and self.state.data_manifest_sha256 != self.manifest_sha256:
+            log.warning(
+                "the training data differs from the checkpoint's (manifest sha256 %s → %s): "
+                "the data order will not continue the interrupted run exactly",
+                self.state.data_manifest_sha256, self.manifest_sha256,
+            )  # fmt: skip
         self.state.config = config.model_dump(mode="json")
         self.state.versions = package_versions()
         self.state.git_commit = git_commit()

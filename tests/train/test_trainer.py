@@ -259,3 +259,11 @@ def test_plot_writes_pngs(uninterrupted, tmp_path):
     for name in ("loss.png", "lr.png", "throughput.png"):
         data = (tmp_path / "plots" / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+
+
+def test_resuming_on_different_data_warns(tmp_path, dataset, validation_set):
+    config = small_config(tmp_path, dataset, max_steps=4)
+    run_trainer(config, tmp_path / "run", 1, "--set", "stop_at=2")
+    other = f"data.paths=[{validation_set}]"
+    result = run_trainer(config, tmp_path / "run", 1, "--resume", "latest", "--set", other)
+    assert "training data differs from the checkpoint's" in result.stderr
