@@ -7,7 +7,11 @@ from ..conftest import top_level_modules_after_import
 
 def test_dataprep_modules_do_not_import_torch():
     loaded = top_level_modules_after_import(
-        "olmo_dataprep.quality", "olmo_dataprep.content", "olmo_dataprep.dedup", "olmo.data"
+        "olmo_dataprep.quality",
+        "olmo_dataprep.content",
+        "olmo_dataprep.dedup",
+        "olmo_dataprep.readers",
+        "olmo.data",
     )
     assert "olmo_dataprep" in loaded and "numpy" in loaded
     assert "torch" not in loaded
