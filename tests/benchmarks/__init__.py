@@ -1,0 +1,28 @@
+"""Smoke tests of the benchmarks: they run and report consistent numbers. Speed goals are
+checked by running the benchmarks (`make bench`), never here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from ..conftest import REPO_ROOT
+
+
+def run_benchmark(script: str, *args: str, timeout: int = 300, **kwargs) -> list[str]:
+    """Run ``benchmarks/SCRIPT`` with ``--json``; return its stdout lines (the JSON is last)."""
+    env = dict(os.environ, DS_ACCELERATOR="cpu", PYTHONUNBUFFERED="1")
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_PORT"):
+        env.pop(name, None)  # a one-process group on a free port of its own
+    out = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / script), "--json", *args],
+        env=env, capture_output=True, text=True, timeout=timeout, **kwargs,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-4000:]
+    return out.stdout.strip().splitlines()
+
+
+def last_json(lines: list[str]) -> dict:
+    return json.loads(lines[-1])

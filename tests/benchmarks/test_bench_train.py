@@ -1,45 +1,18 @@
-"""The trainer-overhead benchmark runs and reports its ratio (its speed goal is checked by
-running the benchmark, not here: timings do not belong in tests)."""
+"""The trainer-overhead benchmark runs and reports its ratio."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
-from ..conftest import REPO_ROOT
+from . import run_benchmark
 
 
 def test_bench_train_reports_overhead_ratio(tmp_path):
-    env = dict(os.environ, DS_ACCELERATOR="cpu", PYTHONUNBUFFERED="1")
-    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_PORT"):
-        env.pop(name, None)  # a one-process group on a free port of its own
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "benchmarks" / "bench_train.py"),
-            "--presets",
-            "tiny",
-            "--seq-len",
-            "32",
-            "--batch",
-            "2",
-            "--rounds",
-            "1",
-            "--steps",
-            "1",
-            "--json",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr[-4000:]
-    lines = out.stdout.strip().splitlines()
-    assert len(lines) == 1, out.stdout  # stdout holds the JSON line only
+    lines = run_benchmark(
+        "bench_train.py", "--presets", "tiny", "--seq-len", "32", "--batch", "2",
+        "--rounds", "1", "--steps", "1", timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert len(lines) == 1, lines  # stdout holds the JSON line only
     summary = json.loads(lines[0])
     assert summary["benchmark"] == "train_step_overhead"
     (result,) = summary["results"]

@@ -304,30 +304,20 @@ def check_document(text: str, config: QualityConfig) -> QualityResult:
             dup_chars += len(line)
         else:
             seen.add(line)
-    stats["bullet_line_fraction"] = n_bullet / max(n_lines, 1)
-    if (
-        config.max_bullet_line_fraction is not None
-        and stats["bullet_line_fraction"] > config.max_bullet_line_fraction
-    ):
-        return drop("gopher_bullet_lines")
-    stats["ellipsis_line_fraction"] = n_ellipsis / max(n_lines, 1)
-    if (
-        config.max_ellipsis_line_fraction is not None
-        and stats["ellipsis_line_fraction"] > config.max_ellipsis_line_fraction
-    ):
-        return drop("gopher_ellipsis_lines")
-    stats["duplicate_line_fraction"] = dup_lines / max(n_lines, 1)
-    if (
-        config.max_duplicate_line_fraction is not None
-        and stats["duplicate_line_fraction"] > config.max_duplicate_line_fraction
-    ):
-        return drop("gopher_dup_lines")
-    stats["duplicate_line_char_fraction"] = dup_chars / max(line_chars, 1)
-    if (
-        config.max_duplicate_line_char_fraction is not None
-        and stats["duplicate_line_char_fraction"] > config.max_duplicate_line_char_fraction
-    ):
-        return drop("gopher_dup_line_chars")
+    line_rules = (
+        ("bullet_line_fraction", n_bullet / max(n_lines, 1),
+         config.max_bullet_line_fraction, "gopher_bullet_lines"),
+        ("ellipsis_line_fraction", n_ellipsis / max(n_lines, 1),
+         config.max_ellipsis_line_fraction, "gopher_ellipsis_lines"),
+        ("duplicate_line_fraction", dup_lines / max(n_lines, 1),
+         config.max_duplicate_line_fraction, "gopher_dup_lines"),
+        ("duplicate_line_char_fraction", dup_chars / max(line_chars, 1),
+         config.max_duplicate_line_char_fraction, "gopher_dup_line_chars"),
+    )  # fmt: skip
+    for key, value, limit, reason in line_rules:
+        stats[key] = value
+        if limit is not None and value > limit:
+            return drop(reason)
 
     for n in TOP_NGRAM_SIZES:
         limit = config.top_ngram_limit(n)
