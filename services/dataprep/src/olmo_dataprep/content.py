@@ -135,7 +135,7 @@ def find_pii(text: str, config: PiiConfig | None = None) -> list[PiiMatch]:
     """
     config = config or PiiConfig()
     found: list[PiiMatch] = []
-    if config.emails:
+    if config.emails and "@" in text:
         found += [PiiMatch(EMAIL, m.start(), m.end()) for m in _EMAIL_RE.finditer(text)]
     if config.phone_numbers:
         found += [
