@@ -1,8 +1,11 @@
-"""Dolma-style data preparation: raw documents → filtered, deduplicated token shards.
+"""Dolma-style data preparation: raw documents → filtered, deduplicated, mixed token shards.
 
-Work in progress (issue 4): the per-stage building blocks land first (``quality``: Gopher and
-C4 rules; ``content``: PII masking; ``dedup``: exact and paragraph-level dedup and
-decontamination); the pipeline, CLI, tokenization, accounting and embedded corpus follow.
+``olmo-dataprep run PIPELINE.yaml`` (``cli``) runs ``pipeline.run_pipeline``: read (``readers``)
+→ language ID (``langid``) → exact URL / document dedup and paragraph dedup (``dedup``) →
+near-duplicates (``minhash``) → Gopher and C4 quality rules (``quality``) → bad words
+(``badwords``) → PII (``content``) → decontamination (``dedup``) → mixing → tokenization
+(``tokenizer``) into the shards of ``olmo.data.shards``, every document accounted for.
+``corpus`` builds the embedded corpus. No module here imports torch.
 """
 
 __version__ = "0.1.0"

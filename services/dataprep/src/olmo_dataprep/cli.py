@@ -1,0 +1,230 @@
+"""``olmo-dataprep``: run a pipeline, inspect its output, build the embedded corpus.
+
+    olmo-dataprep run PIPELINE.yaml [--worker-index I --num-workers N] [--output DIR]
+                                    [--set key=value ...] [--quiet] [--overwrite]
+    olmo-dataprep stats OUT_DIR [--json]
+    olmo-dataprep corpus OUT_DIR [--cache-dir DIR] [--sources books,docs,code]
+    olmo-dataprep fetch-tokenizer [--cache-dir DIR]
+
+In a Kubernetes Indexed Job the worker index comes from ``JOB_COMPLETION_INDEX`` when
+``--worker-index`` is not given. Exit status: 0 done, 1 failed, 2 bad command line or pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from olmo.config import ConfigError
+
+__all__ = ["format_summary", "main"]
+
+log = logging.getLogger("olmo_dataprep")
+
+
+def _worker_index(value: int | None) -> int:
+    if value is not None:
+        return value
+    env = os.environ.get("JOB_COMPLETION_INDEX")
+    if env is None:
+        return 0
+    try:
+        return int(env)
+    except ValueError:
+        raise ConfigError(f"JOB_COMPLETION_INDEX must be an integer, got {env!r}") from None
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A plain-text table of a run's accounting (what ``stats`` and ``run`` print)."""
+    lines = []
+    docs_in = summary["documents_in"]
+
+    def pct(n: int) -> str:
+        return f"{100.0 * n / docs_in:5.1f}%" if docs_in else "    -"
+
+    lines.append(f"documents in      {docs_in:>12,}")
+    lines.append(
+        f"kept              {summary['documents_kept']:>12,}  {pct(summary['documents_kept'])}"
+    )
+    lines.append(
+        f"dropped           {summary['documents_dropped']:>12,}  {pct(summary['documents_dropped'])}"
+    )
+    for stage, reasons in summary["dropped"].items():
+        for reason, count in reasons.items():
+            lines.append(f"  {stage:<16}{reason:<40}{count:>10,}  {pct(count)}")
+    lines.append("")
+    lines.append(f"{'source':<16}{'in':>10}{'kept':>10}{'rate':>8}{'copies':>10}{'tokens':>14}")
+    for name, src in summary["sources"].items():
+        lines.append(
+            f"{name:<16}{src['documents_in']:>10,}{src['documents_kept']:>10,}"
+            f"{src['rate']:>8.3g}{src['copies_written']:>10,}{src['tokens']:>14,}"
+        )
+    lines.append(
+        f"{'total':<16}{docs_in:>10,}{summary['documents_kept']:>10,}{'':>8}"
+        f"{summary['copies_written']:>10,}{summary['tokens']:>14,}"
+    )
+    return "\n".join(lines)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_pipeline_config
+    from .pipeline import run_pipeline
+
+    config = load_pipeline_config(args.pipeline, args.set, output=args.output)
+    if args.processes is not None:
+        if args.processes < 1:
+            raise ConfigError(f"--processes must be at least 1, got {args.processes}")
+        config.processes = args.processes
+    index = _worker_index(args.worker_index)
+    if args.num_workers < 1 or not 0 <= index < args.num_workers:
+        raise ConfigError(f"worker index {index} is not in [0, {args.num_workers})")
+    if args.overwrite and args.num_workers > 1:
+        raise ConfigError("--overwrite is for single-worker runs (workers would race)")
+    with logging_redirect_tqdm():
+        result = run_pipeline(
+            config,
+            worker_index=index,
+            num_workers=args.num_workers,
+            quiet=args.quiet,
+            overwrite=args.overwrite,
+        )
+    if result.summary is not None:
+        print(format_summary(result.summary))
+        print(f"\ndataset: {result.out}")
+    else:
+        print(f"worker {index}/{args.num_workers}: done ({result.files} files)")
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from olmo.data.shards import read_manifest
+
+    out = Path(args.out_dir)
+    summary_path = out / "summary.json"
+    if not (out / "manifest.json").exists() or not summary_path.exists():
+        print(f"error: {out} is not a finished dataprep output (no manifest.json)", file=sys.stderr)
+        return 1
+    summary = json.loads(summary_path.read_text())
+    manifest = read_manifest(out)
+    if args.json:
+        print(json.dumps({"summary": summary, "manifest": manifest.to_dict()}, indent=2))
+        return 0
+    print(format_summary(summary))
+    tok = manifest.tokenizer
+    print(
+        f"\n{len(manifest.shards)} shards, {manifest.total_tokens:,} tokens ({manifest.dtype}), "
+        f"{manifest.total_documents:,} documents; tokenizer {tok.get('name')} "
+        f"(sha256 {str(tok.get('sha256'))[:12]}, eos {manifest.eos_token_id}); "
+        f"pipeline {str(manifest.pipeline_config_hash)[:12]}"
+    )
+    return 0
+
+
+def _cmd_corpus(args: argparse.Namespace) -> int:
+    from .corpus import build_corpus
+
+    sources = args.sources.split(",") if args.sources else None
+    info = build_corpus(
+        args.out_dir, cache_dir=args.cache_dir, sources=sources, progress=not args.quiet
+    )
+    for name, source in info["sources"].items():
+        print(
+            f"{name:<8}{source['documents']:>8,} documents {source['characters']:>12,} characters"
+            f" in {len(source['files'])} files"
+        )
+    print(f"corpus: {args.out_dir} (packages and licenses in corpus.json)")
+    return 0
+
+
+def _cmd_fetch_tokenizer(args: argparse.Namespace) -> int:
+    from .tokenizer import fetch_olmo_tokenizer
+
+    path = fetch_olmo_tokenizer(Path(args.cache_dir) if args.cache_dir else None)
+    print(path)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="olmo-dataprep", description="Dolma-style data preparation for OLMo pretraining."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a pipeline (or one worker's share of it)")
+    run.add_argument("pipeline", help="the pipeline YAML file")
+    run.add_argument(
+        "--worker-index",
+        type=int,
+        default=None,
+        help="this worker's index (default: $JOB_COMPLETION_INDEX, else 0)",
+    )
+    run.add_argument("--num-workers", type=int, default=1, help="how many workers share the run")
+    run.add_argument("--output", default=None, help="output folder (overrides `output:`)")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a pipeline value, e.g. --set quality.min_words=20",
+    )
+    run.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="map-phase processes per worker (default: usable CPUs)",
+    )
+    run.add_argument("--quiet", action="store_true", help="plain log lines, no progress bars")
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the output folder first (single worker only)",
+    )
+    run.set_defaults(func=_cmd_run)
+
+    stats = sub.add_parser("stats", help="print the accounting of a finished output folder")
+    stats.add_argument("out_dir")
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
+    stats.set_defaults(func=_cmd_stats)
+
+    corpus = sub.add_parser("corpus", help="build the embedded multi-source corpus")
+    corpus.add_argument("out_dir")
+    corpus.add_argument("--cache-dir", default=None)
+    corpus.add_argument("--sources", default=None, help="comma-separated subset of sources")
+    corpus.add_argument("--quiet", action="store_true")
+    corpus.set_defaults(func=_cmd_corpus)
+
+    fetch = sub.add_parser("fetch-tokenizer", help="cache OLMo's tokenizer (from PyPI)")
+    fetch.add_argument("--cache-dir", default=None)
+    fetch.set_defaults(func=_cmd_fetch_tokenizer)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "quiet", False) else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "quiet", False):
+        logging.getLogger("olmo_dataprep").setLevel(logging.INFO)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
