@@ -25,3 +25,59 @@ def top_level_modules_after_import(*modules: str) -> set[str]:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return set(out.stdout.split())
+
+
+class _StatusServer:
+    """A tiny HTTP server standing in for the API server: records every request."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+        import threading
+
+        self.requests: list[dict] = []
+        self.fail_next = 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_PATCH(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if server.fail_next:
+                    server.fail_next -= 1
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                server.requests.append(
+                    {
+                        "path": self.path,
+                        "content_type": self.headers.get("Content-Type"),
+                        "body": json.loads(body),
+                    }
+                )
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def progress(self) -> list[dict]:
+        return [r["body"]["status"]["progress"] for r in self.requests]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def status_server():
+    """An HTTP server recording the status patches sent by ``olmo.progress``."""
+    server = _StatusServer()
+    yield server
+    server.close()

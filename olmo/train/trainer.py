@@ -29,6 +29,7 @@ from olmo.data.order import GlobalOrder, rank_slice
 from olmo.data.shards import open_shards
 from olmo.model.size import flops_per_token
 from olmo.model.transformer import OLMo
+from olmo.progress import ProgressReporter, now_iso
 from olmo.train import exit_codes
 from olmo.train.checkpointing import (
     CONFIG_FILE,
@@ -164,6 +165,8 @@ class Trainer:
         self.peak_flops = peak or (H100_BF16_PEAK_FLOPS if dist.device.type == "cuda" else None)
         self._sigterm_at: float | None = None
         self._last_save_seconds: float | None = None
+        # Status reports to the OLMoJob when the operator started this run (olmo/progress.py).
+        self.progress = ProgressReporter.from_env() if dist.is_main else None
 
     def _optimizer(self, model: OLMo) -> torch.optim.Optimizer:
         o = self.config.optimizer
@@ -208,6 +211,8 @@ class Trainer:
         finally:
             signal.signal(signal.SIGTERM, previous)
             self.metrics.close()
+            if self.progress is not None:
+                self.progress.close()
 
     def _on_sigterm(self, signum, frame) -> None:
         if self._sigterm_at is None:
@@ -235,6 +240,8 @@ class Trainer:
                         step, cfg.max_steps, metrics["loss"], metrics["lr"],
                         metrics["grad_norm"], metrics["tokens_per_s"], metrics["eta_seconds"],
                     )  # fmt: skip
+            if self.progress is not None:
+                self.progress.report({"step": step, "tokens": self.state.tokens})
             stop = any_rank(self._sigterm_at is not None, self.dist.device)
             planned_stop = step == cfg.stop_at
             if (
@@ -332,6 +339,23 @@ class Trainer:
                 result = rotate(self.run_dir, policy)
                 for deleted in result.deleted:
                     log.info("rotated out %s", deleted)
+                if self.progress is not None and result.deleted:
+                    self.progress.report(
+                        {"rotation": {"deleted": [str(p) for p in result.deleted],
+                                      "time": now_iso()}},
+                        urgent=True,
+                    )  # fmt: skip
+            if self.progress is not None:
+                self.progress.report(
+                    {
+                        "step": self.state.step,
+                        "tokens": self.state.tokens,
+                        "latestCheckpoint": {
+                            "step": self.state.step, "path": str(path), "time": now_iso()
+                        },
+                    },
+                    urgent=True,
+                )  # fmt: skip
         barrier()
 
     def _should_save_on_sigterm(self) -> bool:

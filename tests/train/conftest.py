@@ -102,10 +102,17 @@ def trainer_env() -> dict[str, str]:
     return env
 
 
-def run_trainer(config: Path, run_dir: Path, nproc: int = 1, *args: str, check_rc: int | None = 0):
+def run_trainer(
+    config: Path,
+    run_dir: Path,
+    nproc: int = 1,
+    *args: str,
+    check_rc: int | None = 0,
+    env: dict[str, str] | None = None,
+):
     result = subprocess.run(
         trainer_command(config, run_dir, nproc, *args),
-        env=trainer_env(), capture_output=True, text=True, timeout=600,
+        env=trainer_env() | (env or {}), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     if check_rc is not None and result.returncode != check_rc:
         raise AssertionError(

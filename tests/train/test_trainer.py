@@ -184,6 +184,27 @@ def test_validation_perplexity_is_logged(tmp_path, dataset, validation_set):
     )
 
 
+def test_progress_reported_to_the_olmojob(tmp_path, dataset, status_server):
+    """Started by the operator (OLMOJOB_* set), rank 0 reports steps, checkpoints and rotations
+    to the OLMoJob's status (the operator's contract, olmo/progress.py)."""
+    config = small_config(
+        tmp_path, dataset, max_steps=4, **{"checkpoint.save_interval": 2, "checkpoint.keep_last": 1}
+    )
+    env = {
+        "OLMOJOB_NAME": "tiny", "OLMOJOB_NAMESPACE": "default", "OLMOJOB_ATTEMPT": "2",
+        "OLMO_K8S_API_URL": status_server.url, "OLMO_PROGRESS_INTERVAL_SECONDS": "0",
+    }  # fmt: skip
+    run_trainer(config, tmp_path / "run", 1, env=env)
+    progress = status_server.progress()
+    assert {p["attempt"] for p in progress} == {2}
+    assert [p["step"] for p in progress if "step" in p][-1] == 4
+    checkpoints = [p["latestCheckpoint"] for p in progress if "latestCheckpoint" in p]
+    assert [c["step"] for c in checkpoints] == [2, 4]
+    assert checkpoints[-1]["path"] == str(layout.final_dir(tmp_path / "run", 4))
+    rotations = [p["rotation"] for p in progress if "rotation" in p]
+    assert rotations and rotations[-1]["deleted"] == [str(layout.final_dir(tmp_path / "run", 2))]
+
+
 def test_bad_config_exits_2(tmp_path, dataset):
     config = small_config(tmp_path, dataset)
     result = run_trainer(
