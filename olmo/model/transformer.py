@@ -173,6 +173,14 @@ class OLMo(nn.Module):
         fp32 next-token loss instead, fused with the output projection so that the full
         logits are never materialised (see ``olmo.model.loss``).
         """
+        x = self.hidden_states(input_ids)
+        if labels is not None:
+            return linear_cross_entropy(x, self.output_weight, labels)
+        return F.linear(x, self.output_weight)
+
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The final-norm output (batch, seq, d_model): everything before the output projection
+        (the eval engine projects only the positions it scores)."""
         if input_ids.shape[-1] > self.config.max_sequence_length:
             raise ValueError(
                 f"sequence length {input_ids.shape[-1]} exceeds max_sequence_length "
@@ -184,10 +192,7 @@ class OLMo(nn.Module):
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
-        x = self.final_norm(x)
-        if labels is not None:
-            return linear_cross_entropy(x, self.output_weight, labels)
-        return F.linear(x, self.output_weight)
+        return self.final_norm(x)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
