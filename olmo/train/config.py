@@ -118,8 +118,14 @@ class EvalConfig(StrictConfig):
     interval: PositiveInt | None = 1000
     """Run in-loop evaluation every N steps (None disables it)."""
     tasks: list[str] = Field(default_factory=list)
+    """Downstream tasks run in-loop (``olmo.eval``: names, or ``core`` for all nine)."""
     limit: PositiveInt | None = None
     """Evaluate at most this many items per task."""
+    batch_size: PositiveInt = 16
+    """Sequences per forward pass of the in-loop downstream evaluation."""
+    tokenizer: str | None = None
+    """``tokenizer.json`` for the downstream tasks (default: the one data-prep wrote next to the
+    first ``data.paths`` folder's manifest)."""
     validation_paths: list[str] = Field(default_factory=list)
     """Token shards for held-out perplexity (same formats as ``data.paths``)."""
     validation_instances: PositiveInt = 64

@@ -16,6 +16,7 @@ import math
 import shutil
 import signal
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,7 @@ class Trainer:
             val_shards = open_shards(config.eval.validation_paths, dtype=config.data.dtype)
             self.validation = InstanceDataset(val_shards, self.seq_len)
         self._check_batch_sizes()
+        self.eval_tokenizer = self._eval_tokenizer() if config.eval.tasks else None
 
         if dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -251,8 +253,11 @@ class Trainer:
                 or (stop and self._should_save_on_sigterm())
             ):
                 self._save()
-            if cfg.eval.interval and step % cfg.eval.interval == 0 and self.validation:
-                self._validate()
+            if cfg.eval.interval and step % cfg.eval.interval == 0:
+                if self.validation:
+                    self._validate()
+                if self.eval_tokenizer is not None:
+                    self._downstream()
             if stop:
                 log.warning("stopping after step %d: preempted", step)
                 return exit_codes.PREEMPTED
@@ -395,6 +400,48 @@ class Trainer:
         )
         if self.dist.is_main:
             log.info("step %d validation loss %.4f", self.state.step, loss)
+
+    def _eval_tokenizer(self):
+        """The tokenizer of the in-loop downstream tasks (checked before training starts)."""
+        from olmo.eval import load_tokenizer, prompt_tokenizer
+
+        path = self.config.eval.tokenizer
+        if path is None:
+            candidates = [Path(p) for p in self.config.data.paths]
+            found = [c / "tokenizer.json" for c in candidates if (c / "tokenizer.json").is_file()]
+            if not found:
+                raise ValueError(
+                    "eval.tasks is set but no tokenizer is known: set eval.tokenizer, or train on "
+                    "a data-prep output folder (it holds tokenizer.json)"
+                )
+            path = found[0]
+        holder = types.SimpleNamespace(config=self.config.model)  # the EOS id comes from here
+        return prompt_tokenizer(load_tokenizer(path), holder)
+
+    def _downstream(self) -> None:
+        """Downstream tasks in-loop: every rank takes part (items spread over ranks; under
+        ZeRO-3 each forward gathers the sharded parameters, so all ranks must run it)."""
+        from olmo.eval import in_loop
+
+        e, started = self.config.eval, time.monotonic()
+        metrics = in_loop(
+            self.engine.module,
+            self.eval_tokenizer,
+            tasks=e.tasks[0] if e.tasks == ["core"] else e.tasks,
+            limit=e.limit,
+            batch_size=e.batch_size,
+            device=self.dist.device,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
+        self.engine.train()
+        self.metrics.log({"step": self.state.step, **metrics})
+        if self.dist.is_main:
+            heads = {k.split("/")[1]: v for k, v in metrics.items() if k.endswith("/headline")}
+            log.info(
+                "step %d downstream (%.0fs): %s", self.state.step, time.monotonic() - started,
+                ", ".join(f"{t} {100 * v:.1f}" for t, v in heads.items()),
+            )  # fmt: skip
 
 
 def _grace_seconds(configured: float) -> float:

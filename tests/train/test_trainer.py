@@ -205,6 +205,32 @@ def test_progress_reported_to_the_olmojob(tmp_path, dataset, status_server):
     assert rotations and rotations[-1]["deleted"] == [str(layout.final_dir(tmp_path / "run", 2))]
 
 
+def test_downstream_tasks_in_loop(tmp_path, dataset):
+    """eval.tasks runs olmo.eval's downstream tasks every eval.interval steps (ZeRO-3 engine)."""
+    from ..eval.conftest import train_bpe
+
+    tokenizer = tmp_path / "tokenizer.json"
+    train_bpe().save(str(tokenizer))
+    config = small_config(
+        tmp_path, dataset, max_steps=2,
+        **{"eval.interval": 2, "eval.tasks": ["piqa", "copa"], "eval.limit": 4,
+           "eval.tokenizer": str(tokenizer)},
+    )  # fmt: skip
+    run_trainer(config, tmp_path / "run", 1)
+    (evals,) = [m for m in read_metrics(tmp_path / "run") if "eval/piqa/headline" in m]
+    assert evals["step"] == 2
+    for task in ("piqa", "copa"):
+        for norm in ("none", "per_token", "per_char", "pmi"):
+            assert 0.0 <= evals[f"eval/{task}/acc_{norm}"] <= 1.0
+    assert evals["eval/piqa/headline"] == evals["eval/piqa/acc_per_token"]
+
+
+def test_downstream_tasks_need_a_tokenizer(tmp_path, dataset):
+    config = small_config(tmp_path, dataset, **{"eval.tasks": ["piqa"]})
+    result = run_trainer(config, tmp_path / "run", 1, check_rc=exit_codes.CONFIG_ERROR)
+    assert "no tokenizer is known" in result.stderr
+
+
 def test_bad_config_exits_2(tmp_path, dataset):
     config = small_config(tmp_path, dataset)
     result = run_trainer(
