@@ -1,0 +1,127 @@
+"""Names shared between the operator, the pods it starts and the people who read its objects.
+
+Everything another component relies on is spelled here once: the custom resource's identity,
+the labels on every child object, the paths and environment the pods see, and the progress
+report the trainer and the eval worker write into ``status.progress``. The trainer side of the
+progress contract lives in ``olmo/progress.py`` (torch-free, standard library only); a test keeps
+the two in agreement.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------------------------
+# The custom resource
+
+GROUP = "olmo-k8s.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "OLMoJob"
+PLURAL = "olmojobs"
+SINGULAR = "olmojob"
+SHORT_NAMES = ("olmo",)
+CATEGORIES = ("olmo-k8s",)
+
+MAX_NAME_LENGTH = 42
+"""Longest OLMoJob name: children are named ``<job>-a<attempt>`` and their pods
+``<job>-a<attempt>-<index>``, which must stay DNS labels (63 characters)."""
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+"""OLMoJob names are DNS-1035 labels, because the headless Service takes its name from them."""
+
+PRESETS = ("tiny", "1b", "7b", "65b")
+"""Model presets with a config file at ``/app/configs/<preset>.yaml`` in the trainer image."""
+
+# --------------------------------------------------------------------------------------------
+# Phases, components, causes
+
+PENDING = "Pending"
+PREPARING_DATA = "PreparingData"
+RUNNING = "Running"
+RESTARTING = "Restarting"
+SUSPENDED = "Suspended"
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+PHASES = (PENDING, PREPARING_DATA, RUNNING, RESTARTING, SUSPENDED, SUCCEEDED, FAILED)
+TERMINAL_PHASES = (SUCCEEDED, FAILED)
+
+TRAINER = "trainer"
+DATAPREP = "dataprep"
+EVALWORKER = "evalworker"
+ROTATION = "rotation"
+COMPONENTS = (TRAINER, DATAPREP, EVALWORKER, ROTATION)
+
+# --------------------------------------------------------------------------------------------
+# Labels and annotations on every child object
+
+LABEL_JOB = f"{GROUP}/job"
+"""The owning OLMoJob's name."""
+LABEL_ATTEMPT = f"{GROUP}/attempt"
+"""The attempt number (trainer Job, Service, pods, config)."""
+LABEL_COMPONENT = f"{GROUP}/component"
+"""One of ``COMPONENTS``."""
+ANNOTATION_NODE_POOL = f"{GROUP}/node-pool"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+MANAGED_BY = "olmo-operator"
+APP_NAME = "olmo"
+PART_OF = "olmo-k8s"
+
+# --------------------------------------------------------------------------------------------
+# What the pods see
+
+TRAINER_CONTAINER = "trainer"
+RENDEZVOUS_PORT = 29500
+CHECKPOINTS_MOUNT = "/checkpoints"
+DATA_MOUNT = "/data"
+CONFIG_MOUNT = "/etc/olmo"
+CONFIG_FILE = "config.yaml"
+IMAGE_CONFIGS_DIR = "/app/configs"
+PIPELINE_MOUNT = "/config"
+PIPELINE_FILE = "pipeline.yaml"
+SHM_MOUNT = "/dev/shm"
+
+ENV_JOB_NAME = "OLMOJOB_NAME"
+ENV_JOB_NAMESPACE = "OLMOJOB_NAMESPACE"
+ENV_ATTEMPT = "OLMOJOB_ATTEMPT"
+ENV_GRACE = "OLMO_TERMINATION_GRACE_SECONDS"
+ENV_WANDB_KEY = "WANDB_API_KEY"
+
+EXIT_PREEMPTED = 75
+"""The trainer's "preempted, resumable" exit code (``olmo/train/exit_codes.py``: PREEMPTED)."""
+
+# --------------------------------------------------------------------------------------------
+# The progress contract: ``status.progress`` written by the pods, read by the operator.
+#
+# Trainer rank 0 merge-patches the OLMoJob's /status subresource with
+#   {"status": {"progress": {"attempt": A, "step": S, "tokens": T,
+#                            "latestCheckpoint": {"step": S, "path": P, "time": ISO},
+#                            "rotation": {"deleted": [P, ...], "time": ISO},
+#                            "updated": ISO}}}
+# and the eval worker with
+#   {"status": {"progress": {"lastEval": {"step": S, "headline": {task: accuracy}, "time": ISO}}}}
+# The operator never writes ``status.progress``; it mirrors step, tokens, latestCheckpoint and
+# lastEval into the top-level status fields and turns changes into Events.
+
+STATUS_PROGRESS = "progress"
+PROGRESS_ATTEMPT = "attempt"
+PROGRESS_STEP = "step"
+PROGRESS_TOKENS = "tokens"
+PROGRESS_LATEST_CHECKPOINT = "latestCheckpoint"
+PROGRESS_ROTATION = "rotation"
+PROGRESS_LAST_EVAL = "lastEval"
+PROGRESS_UPDATED = "updated"
+CHECKPOINT_STEP = "step"
+CHECKPOINT_PATH = "path"
+CHECKPOINT_TIME = "time"
+ROTATION_DELETED = "deleted"
+ROTATION_TIME = "time"
+EVAL_STEP = "step"
+EVAL_HEADLINE = "headline"
+EVAL_TIME = "time"
+
+# --------------------------------------------------------------------------------------------
+# Operator configuration (environment)
+
+ENV_RECONCILE_SECONDS = "OLMO_OPERATOR_RECONCILE_SECONDS"
+ENV_BACKOFF_BASE = "OLMO_OPERATOR_BACKOFF_BASE_SECONDS"
+ENV_BACKOFF_MAX = "OLMO_OPERATOR_BACKOFF_MAX_SECONDS"
+ENV_NAMESPACES = "OLMO_OPERATOR_NAMESPACES"
+ENV_STOP_WAIT = "OLMO_OPERATOR_TERMINATION_WAIT_SECONDS"

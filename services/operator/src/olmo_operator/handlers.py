@@ -1,0 +1,250 @@
+"""kopf handlers: thin glue between the API and the pure lifecycle.
+
+Every trigger — an OLMoJob created, changed or found at operator start, and a periodic loop
+per OLMoJob every ``OLMO_OPERATOR_RECONCILE_SECONDS`` (default 10; a kopf daemon, so that the
+interval is read when the operator starts rather than when this module is first imported) —
+runs the same :func:`reconcile`: re-read the
+OLMoJob, list its labelled children, read the nodes of an ended attempt's pods, ask
+:func:`olmo_operator.lifecycle.next_action`, and apply the answer (status patch, deletes, creates,
+Events, metrics). Reconciles of one object never overlap (a lock per object), and all state is in
+the OLMoJob's status and its children, so a restarted operator carries on where it stopped.
+
+Run it with ``olmo-operator run`` or ``kopf run -m olmo_operator.handlers [--standalone]
+[--namespace NS]``; the Kubernetes client is configured from the pod's ServiceAccount or from
+``$KUBECONFIG``.
+
+Environment, read when the operator starts: ``OLMO_OPERATOR_RECONCILE_SECONDS`` (default 10),
+``OLMO_OPERATOR_BACKOFF_BASE_SECONDS`` / ``OLMO_OPERATOR_BACKOFF_MAX_SECONDS`` (restart backoff
+after failures, default 10 / 600) and ``OLMO_OPERATOR_TERMINATION_WAIT_SECONDS`` (default 30).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from olmo_operator import contract as c
+from olmo_operator import kube, metrics
+from olmo_operator.failures import failed_pods
+from olmo_operator.lifecycle import (
+    Action,
+    ActionKind,
+    Observed,
+    Timing,
+    invalid_spec_action,
+    job_failed,
+    next_action,
+)
+from olmo_operator.resources import attempt_name
+from olmo_operator.spec import SpecError, parse_job
+
+log = logging.getLogger(__name__)
+
+
+def reconcile_seconds() -> float:
+    raw = os.environ.get(c.ENV_RECONCILE_SECONDS, "10")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{c.ENV_RECONCILE_SECONDS} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{c.ENV_RECONCILE_SECONDS} must be positive, got {raw!r}")
+    return value
+
+
+class _State:
+    """Process-wide operator state: the API client, timing, per-object locks."""
+
+    def __init__(self) -> None:
+        self.api: kube.Kube | None = None
+        self.timing = Timing()
+        self.reconcile_seconds = 10.0
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+        self.last_warning: dict[tuple[str, str], str] = {}
+
+    def lock(self, namespace: str, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    def tracked(self) -> int:
+        with self._guard:
+            return len(self._locks)
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._guard:
+            self._locks.pop((namespace, name), None)
+            self.last_warning.pop((namespace, name), None)
+
+
+STATE = _State()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+    kube.load_config()
+    STATE.api = kube.Kube()
+    STATE.timing = Timing.from_env()
+    STATE.reconcile_seconds = reconcile_seconds()
+    settings.persistence.finalizer = f"{c.GROUP}/operator"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=c.GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    logger.info(
+        "olmo-operator: reconcile every %gs, backoff %gs..%gs",
+        STATE.reconcile_seconds,
+        STATE.timing.backoff_base_seconds,
+        STATE.timing.backoff_max_seconds,
+    )
+
+
+@kopf.on.create(c.GROUP, c.VERSION, c.PLURAL)
+@kopf.on.resume(c.GROUP, c.VERSION, c.PLURAL)
+@kopf.on.update(c.GROUP, c.VERSION, c.PLURAL, field="spec")
+def on_change(name: str, namespace: str, logger: logging.Logger, **_: Any) -> None:
+    reconcile(namespace, name, logger)
+
+
+@kopf.daemon(c.GROUP, c.VERSION, c.PLURAL, cancellation_timeout=10)
+async def reconcile_periodically(
+    name: str, namespace: str, stopped: kopf.DaemonStopped, logger: logging.Logger, **_: Any
+) -> None:
+    """The timer: reconcile every ``OLMO_OPERATOR_RECONCILE_SECONDS`` until the object goes.
+    (Each reconcile runs in a worker thread, which is free between reconciles.)"""
+    while not stopped:
+        try:
+            await asyncio.to_thread(reconcile, namespace, name, logger)
+        except kopf.TemporaryError as e:
+            logger.warning("reconcile: %s", e)
+        except Exception:
+            logger.exception("reconcile failed")
+        await stopped.wait(STATE.reconcile_seconds)
+
+
+@kopf.on.delete(c.GROUP, c.VERSION, c.PLURAL, optional=True)
+def on_delete(name: str, namespace: str, **_: Any) -> None:
+    metrics.PHASES.forget(namespace, name)
+    STATE.forget(namespace, name)
+
+
+@kopf.on.probe(id="olmojobs")
+def probe(**_: Any) -> int:
+    """Liveness detail: how many OLMoJobs this operator tracks."""
+    return STATE.tracked()
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def reconcile(namespace: str, name: str, logger: logging.Logger | None = None) -> Action | None:
+    """One reconcile of one OLMoJob; returns the applied action (None: the object is gone)."""
+    logger = logger or log
+    api = STATE.api
+    if api is None:
+        raise kopf.TemporaryError("the Kubernetes client is not configured yet", delay=1)
+    obj: dict[str, Any] | None = None
+    with STATE.lock(namespace, name), metrics.RECONCILE_SECONDS.time():
+        try:
+            obj = api.get_olmojob(namespace, name)
+            if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
+                return None
+            status = obj.get("status") or {}
+            children = api.list_children(namespace, name)
+            now = dt.datetime.now(dt.UTC)
+            try:
+                job = parse_job(obj)
+            except SpecError as e:
+                action = invalid_spec_action(status, e, Observed(now=now, **_tuples(children)))
+            else:
+                nodes = _nodes_of_ended_attempt(api, name, status, children)
+                observed = Observed(now=now, nodes=nodes, **_tuples(children))
+                action = next_action(job, status, observed, STATE.timing)
+            _apply(api, obj, action, logger)
+        except kube.ApiError as e:
+            _warn_once(obj, namespace, name, str(e))
+            raise kopf.TemporaryError(str(e), delay=max(STATE.reconcile_seconds, 5)) from None
+    phase = action.status.get("phase") or status.get("phase")
+    metrics.PHASES.set(namespace, name, phase)
+    return action
+
+
+def _tuples(children: Mapping[str, list[dict[str, Any]]]) -> dict[str, tuple[dict[str, Any], ...]]:
+    return {key: tuple(items) for key, items in children.items()}
+
+
+def _nodes_of_ended_attempt(
+    api: kube.Kube,
+    job: str,
+    status: Mapping[str, Any],
+    children: Mapping[str, list[dict[str, Any]]],
+) -> dict[str, dict[str, Any] | None]:
+    """The nodes of the current attempt's pods, read only when the attempt has ended badly
+    (a missing node is None; one the operator may not read is left out)."""
+    attempt = status.get("attempt")
+    if not attempt:
+        return {}
+    pods = [
+        p
+        for p in children.get("pods", [])
+        if (p["metadata"].get("labels") or {}).get(c.LABEL_ATTEMPT) == str(attempt)
+        and (p["metadata"].get("labels") or {}).get(c.LABEL_COMPONENT) == c.TRAINER
+    ]
+    current = next(
+        (
+            j
+            for j in children.get("jobs", [])
+            if j["metadata"]["name"] == attempt_name(job, attempt)
+        ),
+        None,
+    )
+    if not (failed_pods(pods) or (current is not None and job_failed(current))):
+        return {}
+    nodes: dict[str, dict[str, Any] | None] = {}
+    for pod in pods:
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        if node_name and node_name not in nodes:
+            node = api.read_node(node_name)
+            if node is not kube.UNKNOWN:
+                nodes[node_name] = node  # type: ignore[assignment]
+    return nodes
+
+
+def _apply(api: kube.Kube, obj: dict[str, Any], action: Action, logger: logging.Logger) -> None:
+    meta = obj["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    if action.status:
+        api.patch_status(namespace, name, action.status)
+    for ref in action.delete:
+        api.delete(namespace, ref)
+    for child in action.create:
+        if api.create(namespace, child):
+            logger.debug("created %s %s", child["kind"], child["metadata"]["name"])
+    for event in action.events:
+        kopf.event(obj, type=event.type, reason=event.reason, message=event.message)
+    if action.new_attempt is not None:
+        metrics.ATTEMPTS.inc()
+    if action.kind is ActionKind.RESTART and action.failure is not None:
+        metrics.RESTARTS.labels(cause=action.failure.cause.value).inc()
+    if action.kind is not ActionKind.WAIT:
+        logger.info("%s: %s", action.kind.value, action.message or action.status.get("message"))
+    if action.delete_job:
+        api.delete_olmojob(namespace, name)
+
+
+def _warn_once(obj: dict[str, Any] | None, namespace: str, name: str, message: str) -> None:
+    """Post an API refusal as a Warning Event, once per distinct message."""
+    key = (namespace, name)
+    if obj is None or STATE.last_warning.get(key) == message:
+        log.warning("%s/%s: %s", namespace, name, message)
+        return
+    STATE.last_warning[key] = message
+    kopf.warn(obj, reason="ApiError", message=message)
