@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def _init_wandb(run_dir: Path, config: TrainConfig, mode: str):
     if id_file.exists():
         run_id = id_file.read_text().strip()
     else:
-        run_id = wandb.util.generate_id()
+        run_id = uuid.uuid4().hex[:8]  # the form of W&B's own run ids
         id_file.write_text(run_id)
     return wandb.init(
         project=config.wandb.project,

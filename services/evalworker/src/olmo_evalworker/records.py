@@ -1,0 +1,201 @@
+"""What the eval worker keeps on disk next to a run, besides the layout's own files.
+
+The checkpoint layout (``olmo.checkpoints.layout``, DESIGN contract 3) owns ``RUN_DIR/eval/
+stepNNNNNN.json`` and the ``EVALUATED`` marker. The worker adds, all under ``RUN_DIR/eval/``:
+
+- ``stepNNNNNN.failed.json``: why the last attempts at a checkpoint failed (one record per
+  checkpoint, rewritten on every failed attempt, removed when an attempt succeeds);
+- ``metrics.jsonl``: one flat JSON line per evaluated checkpoint (the same numbers W&B gets);
+- ``wandb-id``: the W&B run id of this run dir's eval run, so restarts resume it;
+- ``worker.lock``: held (``flock``) by the one worker watching the run dir.
+
+A checkpoint's identity is the sha256 of its ``COMPLETE`` marker (which lists the sha256 of
+every file): results and failure records carry it, so a record left by an earlier checkpoint
+that had the same step (a run restarted from scratch into the same folder) is never mistaken
+for one about the current checkpoint.
+
+Standard library only (plus the torch-free ``olmo.checkpoints`` and ``olmo.fileio``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from olmo.checkpoints import layout
+from olmo.fileio import write_atomic
+
+__all__ = [
+    "FAILED_SUFFIX",
+    "LOCK_FILE",
+    "METRICS_FILE",
+    "WANDB_ID_FILE",
+    "append_metrics_line",
+    "complete_sha256",
+    "eval_dir",
+    "failure_path",
+    "flat_metrics",
+    "headlines",
+    "metrics_path",
+    "now_iso",
+    "read_json_object",
+    "read_metrics",
+    "verification_problem",
+    "write_json",
+]
+
+FAILED_SUFFIX = ".failed.json"
+METRICS_FILE = "metrics.jsonl"
+WANDB_ID_FILE = "wandb-id"
+LOCK_FILE = "worker.lock"
+
+
+def eval_dir(run_dir: str | os.PathLike[str]) -> Path:
+    """``RUN_DIR/eval`` (the layout's ``EVAL_DIR``)."""
+    return Path(run_dir) / layout.EVAL_DIR
+
+
+def failure_path(run_dir: str | os.PathLike[str], step: int) -> Path:
+    """``RUN_DIR/eval/stepNNNNNN.failed.json``."""
+    return eval_dir(run_dir) / f"{layout.step_dir_name(step)}{FAILED_SUFFIX}"
+
+
+def metrics_path(run_dir: str | os.PathLike[str]) -> Path:
+    """``RUN_DIR/eval/metrics.jsonl``."""
+    return eval_dir(run_dir) / METRICS_FILE
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def complete_sha256(ckpt_dir: str | os.PathLike[str]) -> str | None:
+    """sha256 of the checkpoint's ``COMPLETE`` marker bytes (its identity); None if unreadable."""
+    try:
+        return hashlib.sha256((Path(ckpt_dir) / layout.COMPLETE).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def verification_problem(ckpt_dir: str | os.PathLike[str]) -> str | None:
+    """None when every file ``COMPLETE`` lists exists with its recorded sha256; else why not.
+
+    The worker checks this itself before calling any evaluator, so a checkpoint whose files
+    changed after it was written is never marked ``EVALUATED``, whatever the evaluator reads.
+    """
+    root = Path(ckpt_dir)
+    if not layout.is_complete(root):
+        return f"checkpoint {root} has no valid {layout.COMPLETE} marker"
+    if layout.is_complete(root, verify=True):
+        return None
+    files = (layout.read_complete(root) or {}).get("files", {})
+    for rel, expected in sorted(files.items()):
+        path = root / str(rel)
+        if not path.is_file():
+            return f"checkpoint {root}: {rel} (listed in {layout.COMPLETE}) is missing"
+        try:
+            actual = layout.sha256_file(path)
+        except OSError as e:
+            return f"checkpoint {root}: {rel} is unreadable: {e}"
+        if actual != expected:
+            return (
+                f"checkpoint {root}: sha256 of {rel} does not match {layout.COMPLETE} "
+                "(the file was modified or corrupted after the checkpoint was written)"
+            )
+    return f"checkpoint {root} does not verify against its {layout.COMPLETE} marker"
+
+
+def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A JSON object file's content; None if missing, unreadable or not an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
+    """Atomically write ``data`` as indented JSON (readers never see a partial file)."""
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def headlines(results: Mapping[str, Any]) -> dict[str, float]:
+    """``{task: headline accuracy}`` of an evaluation result."""
+    tasks = results.get("tasks") or {}
+    return {
+        name: float(t["headline"])
+        for name, t in tasks.items()
+        if isinstance(t, Mapping) and _finite(t.get("headline"))
+    }
+
+
+def flat_metrics(results: Mapping[str, Any]) -> dict[str, float]:
+    """One flat ``{name: number}`` view of a result, the names the trainer's in-loop eval uses:
+    ``eval/<task>/headline``, ``eval/<task>/acc_<norm>``, ``eval/ppl/<source>/perplexity``,
+    ``eval/ppl/<source>/bits_per_byte`` (source ``aggregate`` pools all sources)."""
+    flat: dict[str, float] = {}
+    for name, task in (results.get("tasks") or {}).items():
+        if not isinstance(task, Mapping):
+            continue
+        if _finite(task.get("headline")):
+            flat[f"eval/{name}/headline"] = float(task["headline"])
+        for norm, value in (task.get("acc") or {}).items():
+            if _finite(value):
+                flat[f"eval/{name}/acc_{norm}"] = float(value)
+    ppl = results.get("perplexity") or {}
+    sources = dict(ppl.get("sources") or {})
+    if ppl.get("aggregate"):
+        sources["aggregate"] = ppl["aggregate"]
+    for source, values in sources.items():
+        for key in ("perplexity", "bits_per_byte"):
+            if isinstance(values, Mapping) and _finite(values.get(key)):
+                flat[f"eval/ppl/{source}/{key}"] = float(values[key])
+    return flat
+
+
+def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The lines of ``metrics.jsonl`` (unparsable lines, e.g. a torn last line, are skipped)."""
+    try:
+        text = metrics_path(run_dir).read_text()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return []
+    lines = []
+    for line in text.splitlines():
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            lines.append(data)
+    return lines
+
+
+def append_metrics_line(run_dir: str | os.PathLike[str], line: Mapping[str, Any]) -> bool:
+    """Append ``line`` to ``metrics.jsonl`` unless a line for the same checkpoint (step and
+    ``complete_sha256``) is already there; True if appended. Idempotent, so the worker can
+    redo this step after a crash."""
+    key = (line.get("step"), line.get("complete_sha256"))
+    if any((m.get("step"), m.get("complete_sha256")) == key for m in read_metrics(run_dir)):
+        return False
+    path = metrics_path(run_dir)
+    text = json.dumps(line, sort_keys=True) + "\n"
+    with open(path, "a+b") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() > 0:  # a crash mid-append can leave a line without its newline
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                text = "\n" + text
+        f.write(text.encode())
+        f.flush()
+        os.fsync(f.fileno())
+    return True
