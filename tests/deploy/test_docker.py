@@ -383,7 +383,7 @@ def test_torch_is_the_projects_pin_from_the_right_pytorch_index(name, index):
     assert url.startswith("https://download.pytorch.org/whl/") and index in url
 
 
-def test_trainer_installs_the_training_extras_and_copies_the_configs():
+def test_trainer_installs_the_training_extras_eval_worker_dataprep_and_configs():
     df = dockerfile("trainer")
     extras = {
         req.partition("[")[2].rstrip("]")
@@ -392,8 +392,16 @@ def test_trainer_installs_the_training_extras_and_copies_the_configs():
         for req in install.requirements
         if req.startswith(".[")
     }
-    assert {"train,hf"} == extras
+    assert {"train,hf", "train,hf,eval"} == extras
     assert ("COPY", "configs /app/configs") in df.final.instructions
+    # An OLMoJob naming only the trainer image runs its eval worker and data-prep with it.
+    installed = {
+        req
+        for stage in df.stages
+        for install in df.pip_installs(stage)
+        for req in install.requirements
+    }
+    assert {"./services/evalworker", "./services/dataprep"} <= installed
     for preset in operator_presets():  # the operator runs --config /app/configs/<preset>.yaml
         assert (ROOT / "configs" / f"{preset}.yaml").is_file()
 

@@ -121,7 +121,13 @@ RESTRICTED_CONTAINER_SECURITY = {
     "runAsNonRoot": True,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-RESTRICTED_POD_SECURITY = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+# fsGroup: volumes (checkpoint and data PVCs) become writable by the images' non-root user.
+RESTRICTED_POD_SECURITY = {
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+    "fsGroup": 10001,
+    "fsGroupChangePolicy": "OnRootMismatch",
+}
 
 PREEMPTION_AWARE_ENTRYPOINT = f"""\
 # Run "$@" (torchrun) as a child; forward SIGTERM to it; report "preempted" with exit code

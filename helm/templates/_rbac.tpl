@@ -1,0 +1,74 @@
+{{/*
+The operator's permissions, derived from the calls it makes (services/operator/src/olmo_operator/
+kube.py: get/patch-status/delete of OLMoJobs; list/create/delete of its children; get of Nodes)
+and from what kopf needs (watch + patch OLMoJobs for finalizers and handler state annotations,
+create Events). Nothing is watched but OLMoJobs: children are listed by label in each reconcile.
+*/}}
+
+{{/* Rules in each namespace whose OLMoJobs the operator runs. */}}
+{{- define "olmo.operatorNamespacedRules" -}}
+# kopf watches OLMoJobs and patches them (finalizer, handler progress annotations); the operator
+# reads one before each reconcile and deletes it when ttlSecondsAfterFinished has passed.
+- apiGroups: [olmo-k8s.io]
+  resources: [olmojobs]
+  verbs: [get, list, watch, patch, delete]
+# Phase, conditions, restarts. Also what lets the operator grant the pods' Role (get + patch on
+# their own OLMoJob's status): RBAC forbids granting what one does not hold.
+- apiGroups: [olmo-k8s.io]
+  resources: [olmojobs/status]
+  verbs: [get, patch]
+# Children carry blockOwnerDeletion owner references to their OLMoJob, which the
+# OwnerReferencesPermissionEnforcement admission plugin (where enabled) allows only to whoever may
+# update the owner's finalizers.
+- apiGroups: [olmo-k8s.io]
+  resources: [olmojobs/finalizers]
+  verbs: [update]
+# Trainer (Indexed Job per attempt), data-prep and rotation Jobs.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [list, create, delete]
+# Failure classification reads the pods; a gang restart deletes the old attempt's pods.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, delete]
+# The attempt's headless Service (rendezvous) and its inline-config ConfigMap.
+- apiGroups: [""]
+  resources: [services, configmaps]
+  verbs: [list, create, delete]
+# The pods' ServiceAccount, Role and RoleBinding (get/patch of their own OLMoJob's status only).
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [create, delete]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [create, delete]
+# The eval worker.
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [list, create, delete]
+# Events on the OLMoJob (phase changes, restarts, checkpoints, ...): kopf posts core/v1 Events.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end }}
+
+{{/* Rules that must be cluster-wide: Nodes and CRDs are cluster-scoped. */}}
+{{- define "olmo.operatorClusterRules" -}}
+# Preemption signals: the Node of a failed pod (gone, NotReady, termination taints, spot labels).
+# Without it nodes count as unknown and fewer preemptions are recognised.
+- apiGroups: [""]
+  resources: [nodes]
+  verbs: [get]
+# kopf watches CRDs to notice the OLMoJob CRD being (re)installed or upgraded; without it kopf
+# only logs a warning and sees CRD changes after a restart.
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
+{{- if not .Values.operator.clusterWide }}
+# kopf lists and watches Namespaces when it serves named namespaces, so that one created after
+# the operator started is served too.
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end }}
+{{- end }}
