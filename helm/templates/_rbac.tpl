@@ -2,7 +2,8 @@
 The operator's permissions, derived from the calls it makes (services/operator/src/olmo_operator/
 kube.py: get/patch-status/delete of OLMoJobs; list/create/delete of its children; get of Nodes)
 and from what kopf needs (watch + patch OLMoJobs for finalizers and handler state annotations,
-create Events). Nothing is watched but OLMoJobs: children are listed by label in each reconcile.
+create Events). OLMoJobs are watched, and the operator's own Jobs and Pods (by label), so that a
+pod failure or a finished Job is acted on at once rather than at the next periodic reconcile.
 */}}
 
 {{/* Rules in each namespace whose OLMoJobs the operator runs. */}}
@@ -26,11 +27,11 @@ create Events). Nothing is watched but OLMoJobs: children are listed by label in
 # Trainer (Indexed Job per attempt), data-prep and rotation Jobs.
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [list, create, delete]
+  verbs: [list, watch, create, delete]
 # Failure classification reads the pods; a gang restart deletes the old attempt's pods.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list, delete]
+  verbs: [list, watch, delete]
 # The attempt's headless Service (rendezvous) and its inline-config ConfigMap.
 - apiGroups: [""]
   resources: [services, configmaps]

@@ -21,6 +21,7 @@ after failures, default 10 / 600) and ``OLMO_OPERATOR_TERMINATION_WAIT_SECONDS``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -69,6 +70,21 @@ class _State:
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
         self.last_warning: dict[tuple[str, str], str] = {}
+        # Set by a child's watch event to reconcile its OLMoJob now rather than on the next tick.
+        self._wake: dict[tuple[str, str], asyncio.Event] = {}
+
+    def wake_event(self, namespace: str, name: str) -> asyncio.Event:
+        """A new wake-up event for the loop of (namespace, name), bound to the running event
+        loop (a restarted operator runs a new loop)."""
+        with self._guard:
+            event = self._wake[(namespace, name)] = asyncio.Event()
+            return event
+
+    def wake(self, namespace: str, name: str) -> None:
+        with self._guard:
+            event = self._wake.get((namespace, name))
+        if event is not None:
+            event.set()
 
     def lock(self, namespace: str, name: str) -> threading.Lock:
         with self._guard:
@@ -82,6 +98,7 @@ class _State:
         with self._guard:
             self._locks.pop((namespace, name), None)
             self.last_warning.pop((namespace, name), None)
+            self._wake.pop((namespace, name), None)
 
 
 STATE = _State()
@@ -98,7 +115,9 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=c.GROUP, key="last-handled-configuration"
     )
-    settings.posting.level = logging.INFO
+    # Events come from explicit kopf.event calls (phase changes, restarts, checkpoints); log lines
+    # are posted as Events only from warnings up (child watch events would otherwise flood them).
+    settings.posting.level = logging.WARNING
     logger.info(
         "olmo-operator: reconcile every %gs, backoff %gs..%gs",
         STATE.reconcile_seconds,
@@ -114,20 +133,33 @@ def on_change(name: str, namespace: str, logger: logging.Logger, **_: Any) -> No
     reconcile(namespace, name, logger)
 
 
-@kopf.daemon(c.GROUP, c.VERSION, c.PLURAL, cancellation_timeout=10)
+@kopf.daemon(c.GROUP, c.VERSION, c.PLURAL, cancellation_timeout=1)
 async def reconcile_periodically(
     name: str, namespace: str, stopped: kopf.DaemonStopped, logger: logging.Logger, **_: Any
 ) -> None:
-    """The timer: reconcile every ``OLMO_OPERATOR_RECONCILE_SECONDS`` until the object goes.
-    (Each reconcile runs in a worker thread, which is free between reconciles.)"""
+    """The loop: reconcile every ``OLMO_OPERATOR_RECONCILE_SECONDS``, and at once when one of
+    the OLMoJob's Jobs or Pods changes (``on_child_event``), until the object goes. Each
+    reconcile runs in a worker thread. On shutdown kopf cancels the wait (no ``stopped.wait``,
+    whose helper task can end in a TimeoutError when cancelled)."""
+    wake = STATE.wake_event(namespace, name)
     while not stopped:
+        wake.clear()
         try:
             await asyncio.to_thread(reconcile, namespace, name, logger)
         except kopf.TemporaryError as e:
             logger.warning("reconcile: %s", e)
         except Exception:
             logger.exception("reconcile failed")
-        await stopped.wait(STATE.reconcile_seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=STATE.reconcile_seconds)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_JOB: kopf.PRESENT})
+@kopf.on.event("", "v1", "pods", labels={c.LABEL_JOB: kopf.PRESENT})
+async def on_child_event(labels: Mapping[str, str], namespace: str, **_: Any) -> None:
+    """A Job or Pod of an OLMoJob changed (a pod failed, a Job completed, a deletion finished):
+    wake that OLMoJob's loop. Several events in a row coalesce into one reconcile."""
+    STATE.wake(namespace, labels[c.LABEL_JOB])
 
 
 @kopf.on.delete(c.GROUP, c.VERSION, c.PLURAL, optional=True)
