@@ -59,7 +59,9 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-model bench-train bench-dataprep bench-operator bench-eval
+# Every benchmark, then one table of ratios against their goals (benchmarks/run_all.py).
+bench: setup corpus tokenizer
+	$(BIN)/python benchmarks/run_all.py
 
 bench-model: setup
 	$(BIN)/python benchmarks/bench_model.py

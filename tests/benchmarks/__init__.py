@@ -26,3 +26,17 @@ def run_benchmark(script: str, *args: str, timeout: int = 300, **kwargs) -> list
 
 def last_json(lines: list[str]) -> dict:
     return json.loads(lines[-1])
+
+
+def summary_rows(name: str, result: dict) -> list:
+    """The rows ``make bench``'s summary (benchmarks/run_all.py) makes of a benchmark's JSON."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_all", REPO_ROOT / "benchmarks/run_all.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("run_all", module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    rows = module.BENCHMARKS[name][3](result)
+    assert rows and all(row.value > 0 for row in rows)
+    return rows

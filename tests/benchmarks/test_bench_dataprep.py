@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..dataprep.conftest import english_docs, write_jsonl
-from . import last_json, run_benchmark
+from . import last_json, run_benchmark, summary_rows
 
 
 def test_bench_dataprep_reports_ratio_and_stage_rates(tmp_path):
@@ -25,3 +25,4 @@ def test_bench_dataprep_reports_ratio_and_stage_rates(tmp_path):
     assert abs(result["ratio"] - ratio) < 1e-2
     for stage in ("read", "langid", "quality", "pii", "tokenize"):
         assert result["stage_docs_per_s"][stage] > 0
+    summary_rows("dataprep", result)  # make bench's table reads it

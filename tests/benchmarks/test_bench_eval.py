@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from . import last_json, run_benchmark
+from . import last_json, run_benchmark, summary_rows
 
 
 def test_bench_eval_reports_ratio():
@@ -20,3 +20,4 @@ def test_bench_eval_reports_ratio():
     assert result["continuations_per_s"] > 0 and result["reference_continuations_per_s"] > 0
     ratio = result["continuations_per_s"] / result["reference_continuations_per_s"]
     assert result["ratio"] == pytest.approx(ratio, rel=0.02)  # the rates are printed rounded
+    summary_rows("eval", result)  # make bench's table reads it
