@@ -321,11 +321,17 @@ def test_eval_worker_deployment() -> None:
     assert container["args"] == [
         "watch",
         "/checkpoints/runs/x",
+        "--port",
+        "8080",
+        "--poll-seconds",
+        "30",
         "--tasks",
         "piqa,sciq",
         "--limit",
         "50",
     ]
+    assert container["ports"] == [{"name": "metrics", "containerPort": 8080}]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert deploy["spec"]["template"]["spec"]["serviceAccountName"] == "run-progress"
     assert env_of(container)[c.ENV_JOB_NAME] == "run"
     assert deploy["spec"]["selector"]["matchLabels"].items() <= (

@@ -474,11 +474,14 @@ def progress_rbac(job: OLMoJob) -> list[dict[str, Any]]:
     ]
 
 
+EVAL_PORT = 8080  # the eval worker's /healthz and Prometheus /metrics
+
+
 def eval_deployment(job: OLMoJob) -> dict[str, Any]:
     """The eval worker: one replica watching the run directory."""
     spec = job.spec
     # command, not args alone: the image's ENTRYPOINT would otherwise be kept in front.
-    args = ["watch", spec.run_dir]
+    args = ["watch", spec.run_dir, "--port", str(EVAL_PORT), "--poll-seconds", "30"]
     if spec.eval.tasks:
         args += ["--tasks", ",".join(spec.eval.tasks)]
     if spec.eval.limit is not None:
@@ -489,6 +492,13 @@ def eval_deployment(job: OLMoJob) -> dict[str, Any]:
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["olmo-eval"],
         "args": args,
+        "ports": [{"name": "metrics", "containerPort": EVAL_PORT}],
+        # /healthz answers 503 when the watch loop died or one evaluation is stuck.
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "metrics"},
+            "periodSeconds": 30,
+            "failureThreshold": 3,
+        },
         "env": _job_env(job, None) + _wandb_env(spec),
         "volumeMounts": [{"name": "checkpoints", "mountPath": c.CHECKPOINTS_MOUNT}],
         "securityContext": dict(RESTRICTED_CONTAINER_SECURITY),

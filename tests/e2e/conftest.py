@@ -1,0 +1,106 @@
+"""Fixtures of the end-to-end tests: the operator tests' API emulator and real kopf operator,
+their job controller (without its stand-in kubelet), the Deployment controller, and the test
+kubelet that runs every pod as a local process (``tests/e2e/kubelet.py``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.operator import conftest as operator_tests
+from tests.operator.conftest import FakeJobController, K8s
+from tests.operator.emulator import ApiServer
+
+from .kubelet import FakeDeploymentController, Kubelet, venv_bin
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# The operator tests' fixtures, shared: the API emulator (and KUBECONFIG pointing at it), a client,
+# the OLMoJob CRD registered in it, and the real kopf operator with short timers.
+emulator = operator_tests.emulator
+k8s = operator_tests.k8s
+olmojob_resource = operator_tests.olmojob_resource
+operator = operator_tests.operator
+
+
+def torch_extensions_dir() -> str:
+    """Where torch keeps JIT-built extensions for this Python and torch build (its rule)."""
+    import torch
+    from torch.utils.cpp_extension import get_default_build_root
+
+    if os.environ.get("TORCH_EXTENSIONS_DIR"):
+        return os.environ["TORCH_EXTENSIONS_DIR"]
+    flavour = "cpu" if torch.version.cuda is None else f"cu{torch.version.cuda.replace('.', '')}"
+    python = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return str(Path(get_default_build_root()) / f"{python}_{flavour}")
+
+
+def image_torch_extensions() -> dict[str, str]:
+    """Where DeepSpeed's CPU communication op (deepspeed_shm_comm) is JIT-built once per machine,
+    as if it came with the image, rather than again (a minute of g++) in the fresh HOME of every
+    pod. Not the host's own cache: the pods build with the venv's ``ninja`` (the image's PATH has
+    the venv first), other runs on the host often with the system's, and torch rebuilds an
+    extension whenever another ninja version wrote its build log."""
+    return {"TORCH_EXTENSIONS_DIR": torch_extensions_dir() + "-e2e-image"}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Keep each phase's report on the test item (``item.rep_call``), for the fixtures' teardown."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture
+def job_controller(k8s: K8s) -> Iterator[FakeJobController]:
+    """The job controller only: pods are created Pending, the kubelet runs them."""
+    controller = FakeJobController(k8s, run_pods=False).start()
+    yield controller
+    controller.stop()
+    real = [e for e in controller.errors if getattr(e, "status", None) not in (404, 409)]
+    assert not real, f"the fake job controller failed: {real!r}"
+
+
+@pytest.fixture
+def kubelet(
+    request: pytest.FixtureRequest, emulator: ApiServer, tmp_path: Path
+) -> Iterator[Kubelet]:
+    """The test kubelet (and the Deployment controller in its loop), on ``tmp_path/cluster``.
+    On failure, the tails of every container's log and the kubelet's timeline are printed."""
+    client = K8s.from_kubeconfig(emulator.kubeconfig)
+    node = Kubelet(
+        client,
+        tmp_path / "cluster",
+        venv_bin=venv_bin(),
+        image_paths={"/app/configs": REPO_ROOT / "configs", "/opt/venv": venv_bin().parent},
+        extra_env={
+            "DS_ACCELERATOR": "cpu",
+            "OMP_NUM_THREADS": "1",
+            "OLMO_K8S_API_URL": emulator.url,
+            **image_torch_extensions(),
+        },
+    )
+    node.controllers.append(FakeDeploymentController(client))
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
+        client.close()
+        # (to the real stdout: kopf's test runner swaps sys.stdout while the operator runs)
+        out = sys.__stdout__
+        report = getattr(request.node, "rep_call", None)
+        if report is None or report.failed:
+            print(node.log_tails(60), file=out)
+        print("===== kubelet timeline =====", file=out)
+        start = node.history[0][0] if node.history else 0.0
+        for when, pod, what in node.history:
+            print(f"{when - start:8.2f}s {pod}: {what}", file=out)
+        out.flush()
+        errors = [e for e in node.errors if getattr(e, "status", None) not in (404, 409)]
+        assert not errors, f"the test kubelet failed: {errors!r}"
