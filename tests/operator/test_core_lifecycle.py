@@ -27,7 +27,13 @@ from olmo_operator.lifecycle import (
 from olmo_operator.spec import SpecError, parse_job
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-TIMING = Timing(backoff_base_seconds=10, backoff_max_seconds=600, termination_wait_seconds=30)
+# No failure settle window here (the settle tests set one): a failure counts when first seen.
+TIMING = Timing(
+    backoff_base_seconds=10,
+    backoff_max_seconds=600,
+    termination_wait_seconds=30,
+    failure_settle_seconds=0,
+)
 
 
 def iso(t: dt.datetime) -> str:
@@ -47,6 +53,8 @@ def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 
 
 class World:
+    timing = TIMING
+
     def __init__(self, name: str = "run", **spec: Any):
         base = {
             "model": {"preset": "tiny"},
@@ -88,7 +96,7 @@ class World:
 
     def step(self, seconds: float = 0.0) -> Action:
         self.now += dt.timedelta(seconds=seconds)
-        action = next_action(parse_job(self.obj), self.status, self.observed(), TIMING)
+        action = next_action(parse_job(self.obj), self.status, self.observed(), self.timing)
         self.status = merge(self.status, action.status)
         for ref in action.delete:
             assert (ref.kind, ref.name) in self.objects, f"deleting a missing {ref}"
@@ -312,6 +320,41 @@ def test_failure_restarts_the_gang_after_backoff() -> None:
     assert w.names("Job") == ["run-a2"]
     args = w.job("run-a2")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--resume") + 1] == "latest"
+
+
+def _settling_world() -> tuple[World, list[str]]:
+    w = World(maxFailures=3)
+    w.timing = Timing(failure_settle_seconds=60)
+    w.step()
+    pods = w.start_pods("run-a1")
+    w.end_pod(pods[0], 1)  # the survivor of a reclaimed node: lost its peer, exits 1 first
+    action = w.step(1)
+    assert action.kind is ActionKind.WAIT and action.failure is None
+    assert w.status["failureSeenAt"] == iso(w.now)
+    assert "waiting until" in action.message and w.names("Job") == ["run-a1"]
+    return w, pods
+
+
+def test_a_failure_settles_before_it_is_counted() -> None:
+    w, _pods = _settling_world()
+    assert w.step(30).kind is ActionKind.WAIT  # still inside the window: nothing counted
+    action = w.step(31)
+    assert action.kind is ActionKind.RESTART and action.failure.cause is Cause.FAILURE
+    assert w.status["restarts"] == {"failures": 1, "preemptions": 0}
+    assert "failureSeenAt" not in w.status
+
+
+def test_a_preemption_signal_inside_the_settle_window_makes_it_a_preemption() -> None:
+    w, pods = _settling_world()
+    # The reclaimed node's pod gets its DisruptionTarget condition (or its node goes) later.
+    w.objects[("Pod", pods[1])]["status"]["conditions"] = [
+        {"type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager"}
+    ]
+    action = w.step(20)
+    assert action.kind is ActionKind.RESTART and action.failure.cause is Cause.PREEMPTION
+    assert w.status["restarts"] == {"failures": 0, "preemptions": 1}
+    assert "failureSeenAt" not in w.status
+    assert w.step(0).kind is ActionKind.START_ATTEMPT and "failureSeenAt" not in w.status
 
 
 def test_backoff_doubles_and_is_capped() -> None:
@@ -612,5 +655,9 @@ def test_timing_from_the_environment() -> None:
     )
     assert timing.backoff_base_seconds == 0.1 and timing.backoff_max_seconds == 1
     assert Timing.from_env({}) == Timing()
+    assert Timing().failure_settle_seconds == 60
+    assert (
+        Timing.from_env({"OLMO_OPERATOR_FAILURE_SETTLE_SECONDS": "0"}).failure_settle_seconds == 0
+    )
     with pytest.raises(ValueError, match="OLMO_OPERATOR_BACKOFF_BASE_SECONDS"):
         Timing.from_env({"OLMO_OPERATOR_BACKOFF_BASE_SECONDS": "soon"})

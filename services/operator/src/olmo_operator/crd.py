@@ -401,6 +401,11 @@ def _status_schema() -> dict[str, Any]:
         "nodePoolIndex": _integer("Index of nodePool in spec.nodePools."),
         "nodePoolPreemptions": _integer("Preemptions on the current node pool."),
         "restartAt": {**_ISO_TIME, "description": "When the next attempt starts (backoff)."},
+        "failureSeenAt": {
+            **_ISO_TIME,
+            "description": "When a failed pod of the current attempt was first seen: the attempt "
+            "ends as a failure only after the settle window, unless a preemption signal appears.",
+        },
         "lastRestart": _object(
             "The latest restart.",
             {

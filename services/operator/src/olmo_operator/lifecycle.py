@@ -57,6 +57,12 @@ class Timing:
     backoff_max_seconds: float = 600.0
     termination_wait_seconds: float = 30.0
     """After a restart, wait at most the pods' grace period plus this for the old pods to go."""
+    failure_settle_seconds: float = 60.0
+    """A failed pod with no preemption signal yet ends its attempt as a failure only this long
+    after it was first seen. When a spot node is reclaimed, the other nodes' trainers lose their
+    peer and exit 1 at once, before the node turns NotReady or the victim pod gets its
+    DisruptionTarget condition (a node is marked NotReady ~40-50 s after it stops answering);
+    the window lets those signals arrive, so the attempt counts as the preemption it was."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Timing:
@@ -65,6 +71,7 @@ class Timing:
             backoff_base_seconds=_env_float(env, c.ENV_BACKOFF_BASE, 10.0),
             backoff_max_seconds=_env_float(env, c.ENV_BACKOFF_MAX, 600.0),
             termination_wait_seconds=_env_float(env, c.ENV_STOP_WAIT, 30.0),
+            failure_settle_seconds=_env_float(env, c.ENV_FAILURE_SETTLE, 60.0),
         )
 
     def backoff(self, failures: int) -> float:
@@ -519,7 +526,7 @@ def _start(plan: _Plan, attempt: int, *, counted: bool) -> None:
         )
     else:
         plan.to_phase(c.RUNNING, f"attempt {attempt}{where}: {spec.nodes} node(s)")
-    plan.set(attempt=attempt, restartAt=None)
+    plan.set(attempt=attempt, restartAt=None, failureSeenAt=None)
     if not plan.get("startTime"):
         plan.set(startTime=now_iso(plan.now))
     plan.condition("Running", True, "AttemptStarted", f"attempt {attempt}")
@@ -589,6 +596,8 @@ def _end_attempt(
 ) -> None:
     spec = plan.spec
     failure = classify_failure(current, pods, plan.observed.nodes)
+    if failure.cause is not Cause.PREEMPTION and _settling(plan, attempt, failure):
+        return
     plan.failure = failure
     restarts = dict(plan.old.get("restarts") or {})
     failures, preemptions = int(restarts.get("failures", 0)), int(restarts.get("preemptions", 0))
@@ -651,6 +660,7 @@ def _end_attempt(
         nodePoolIndex=pool_index,
         nodePoolPreemptions=pool_preemptions,
         restartAt=now_iso(restart_at),
+        failureSeenAt=None,
         lastRestart={
             "cause": failure.cause.value,
             "reason": failure.reason,
@@ -671,6 +681,26 @@ def _end_attempt(
     # names, so nothing waits for the old objects' deletion to finish.
     plan.remove(plan.kids.of_attempt(attempt))
     plan.kind = ActionKind.RESTART
+
+
+def _settling(plan: _Plan, attempt: int, failure: Any) -> bool:
+    """Whether a failure of ``attempt`` is still inside its settle window (``Timing``): then
+    nothing is counted yet and the attempt is left as it is."""
+    settle = plan.timing.failure_settle_seconds
+    if settle <= 0:
+        return False
+    seen = parse_time(plan.old.get("failureSeenAt"))
+    if seen is None:
+        seen = plan.now
+        plan.set(failureSeenAt=now_iso(seen))
+    until = seen + dt.timedelta(seconds=settle)
+    if plan.now >= until:
+        return False
+    plan.message = (
+        f"attempt {attempt}: {failure.message}; waiting until {now_iso(until)} for preemption "
+        "signals before counting it as a failure"
+    )
+    return True
 
 
 def _restart_when_due(plan: _Plan, attempt: int) -> None:
