@@ -226,6 +226,32 @@ def _sparkline(values: list[float], width: int = 60) -> str:
     return "".join(bars[min(7, int((v - lo) / span * 7.999))] for v in sampled)
 
 
+def _plot_eval(results: list[Path], out: Path) -> Path:
+    """Headline accuracy of each task (and their mean) against the checkpoint's step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loaded = [json.loads(p.read_text()) for p in results]
+    steps = [r["step"] for r in loaded]
+    tasks = sorted({t for r in loaded for t in r.get("tasks", {})})
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for task in tasks:
+        ax.plot(steps, [100 * r["tasks"][task]["headline"] for r in loaded], alpha=0.4, label=task)
+    mean = [100 * sum(t["headline"] for t in r["tasks"].values()) / len(r["tasks"]) for r in loaded]
+    ax.plot(steps, mean, "k-o", linewidth=2, label="mean")
+    ax.set_xlabel("step")
+    ax.set_ylabel("headline accuracy (%)")
+    ax.set_title("downstream tasks (the eval worker, per checkpoint)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def summarize(out: Path, data: Path, run: Path) -> dict[str, Any]:
     _banner("summary")
     summary: dict[str, Any] = {"out": str(out)}
@@ -285,6 +311,8 @@ def summarize(out: Path, data: Path, run: Path) -> dict[str, Any]:
     from olmo.train.plots import plot_run
 
     plots = plot_run(run)
+    if results:
+        plots.append(_plot_eval(results, run / "plots" / "eval.png"))
     summary["plots"] = [str(p) for p in plots]
     print("plots: " + ", ".join(str(p) for p in plots))
     # The trainer's run (RUN_DIR/wandb) and the eval worker's (RUN_DIR/eval/wandb).

@@ -46,5 +46,6 @@ def test_local_default_runs_the_whole_stack(tmp_path):
         assert set(results["tasks"]) == {"piqa", "copa"}
     assert all(c.evaluated for c in layout.list_checkpoints(run))
     assert "piqa" in proc.stdout and "headline" in proc.stdout
-    assert {p.split("/")[-1] for p in summary["plots"]} == {"loss.png", "lr.png", "throughput.png"}
+    plots = {p.split("/")[-1] for p in summary["plots"]}
+    assert plots == {"loss.png", "lr.png", "throughput.png", "eval.png"}
     assert len(summary["wandb"]) == 2  # the trainer's and the eval worker's offline runs
