@@ -802,3 +802,16 @@ def test_chart_metadata():
     assert meta["name"] == "olmo" and meta["apiVersion"] == "v2"
     assert meta["kubeVersion"] == ">=1.30.0-0"
     assert (CHART / "values.schema.json").is_file()
+
+
+def test_image_pull_secrets_reach_the_olmojob_and_its_pods():
+    from olmo_operator.resources import AttemptState, desired_objects
+    from olmo_operator.spec import parse_job
+
+    job = render({"image": {"pullSecrets": ["regcred"]}}).olmojob
+    assert job["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    trainer = next(
+        o for o in desired_objects(parse_job(job), AttemptState(1)) if o["kind"] == "Job"
+    )
+    assert trainer["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert "imagePullSecrets" not in render().olmojob["spec"]

@@ -535,3 +535,24 @@ def test_every_object_validates_against_the_kubernetes_models() -> None:
     assert {o["kind"] for o in objects} == set(models)
     for obj in objects:
         models[obj["kind"]].model_validate(obj)  # raises on unknown fields or wrong types
+
+
+def test_image_pull_secrets_reach_every_pod() -> None:
+    job = parse_job(
+        olmojob(
+            imagePullSecrets=[{"name": "registry"}],
+            eval={"enabled": True},
+            dataset={"claimName": "d", "prepare": {"pipelineConfigMap": {"name": "p"}}},
+        )
+    )
+    pod_specs = [
+        o["spec"]["template"]["spec"]
+        for o in [*desired_objects(job, AttemptState(1)), dataprep_job(job), rotation_job(job)]
+        if o["kind"] in ("Job", "Deployment")
+    ]
+    assert len(pod_specs) == 4  # trainer, eval worker, data-prep, rotation
+    assert all(p["imagePullSecrets"] == [{"name": "registry"}] for p in pod_specs)
+    plain = desired_objects(parse_job(olmojob()), AttemptState(1))
+    assert all(
+        "imagePullSecrets" not in o["spec"]["template"]["spec"] for o in plain if o["kind"] == "Job"
+    )

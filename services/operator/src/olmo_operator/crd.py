@@ -272,6 +272,16 @@ def _spec_schema() -> dict[str, Any]:
             enum=["Always", "IfNotPresent", "Never"],
             default="IfNotPresent",
         ),
+        "imagePullSecrets": {
+            "type": "array",
+            "description": "Secrets (in the OLMoJob's namespace) for pulling the images of every "
+            "pod from a private registry.",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": _string("Secret name.", minLength=1)},
+            },
+        },
         "nodes": _integer(
             "Trainer pods (one per node): completions = parallelism of the Indexed Job.",
             minimum=1,

@@ -386,6 +386,7 @@ def trainer_job(job: OLMoJob, state: AttemptState) -> dict[str, Any]:
         "serviceAccountName": progress_account_name(job.name),
         "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
         "securityContext": dict(RESTRICTED_POD_SECURITY),
+        **_pull_secrets(spec),
         "containers": [container],
         "volumes": volumes,
     }
@@ -474,6 +475,13 @@ def progress_rbac(job: OLMoJob) -> list[dict[str, Any]]:
     ]
 
 
+def _pull_secrets(spec: Any) -> dict[str, Any]:
+    """``imagePullSecrets`` of every pod (images from a private registry)."""
+    if not spec.image_pull_secrets:
+        return {}
+    return {"imagePullSecrets": [{"name": name} for name in spec.image_pull_secrets]}
+
+
 EVAL_PORT = 8080  # the eval worker's /healthz and Prometheus /metrics
 
 
@@ -508,6 +516,7 @@ def eval_deployment(job: OLMoJob) -> dict[str, Any]:
     pod_spec: dict[str, Any] = {
         "serviceAccountName": progress_account_name(job.name),
         "securityContext": dict(RESTRICTED_POD_SECURITY),
+        **_pull_secrets(spec),
         "containers": [container],
         "volumes": [_volume_pvc("checkpoints", spec.checkpoint.claim_name)],
     }
@@ -604,6 +613,7 @@ def dataprep_job(job: OLMoJob) -> dict[str, Any]:
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     "securityContext": dict(RESTRICTED_POD_SECURITY),
+                    **_pull_secrets(spec),
                     "containers": [container],
                     "volumes": [
                         {
@@ -648,6 +658,7 @@ def rotation_job(job: OLMoJob) -> dict[str, Any]:
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     "securityContext": dict(RESTRICTED_POD_SECURITY),
+                    **_pull_secrets(spec),
                     "containers": [container],
                     "volumes": [_volume_pvc("checkpoints", spec.checkpoint.claim_name)],
                 },

@@ -91,6 +91,7 @@ class JobSpec:
     image: str
     checkpoint: Checkpoint
     image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()
     nodes: int = 1
     gpus_per_node: int = 8
     processes_per_node: int = 1
@@ -258,6 +259,7 @@ def parse_spec(raw: Mapping[str, Any], *, job_name: str) -> JobSpec:
         image=s["image"],
         checkpoint=checkpoint,
         image_pull_policy=s.get("imagePullPolicy", "IfNotPresent"),
+        image_pull_secrets=tuple(r["name"] for r in s.get("imagePullSecrets") or ()),
         nodes=_int(s.get("nodes", 1), "spec.nodes", minimum=1),
         gpus_per_node=_int(s.get("gpusPerNode", 8), "spec.gpusPerNode", minimum=0),
         processes_per_node=_int(s.get("processesPerNode", 1), "spec.processesPerNode", minimum=1),
