@@ -815,3 +815,11 @@ def test_image_pull_secrets_reach_the_olmojob_and_its_pods():
     )
     assert trainer["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     assert "imagePullSecrets" not in render().olmojob["spec"]
+
+
+def test_eval_worker_placement_values_reach_the_olmojob():
+    toleration = {"key": "pool", "operator": "Equal", "value": "cpu", "effect": "NoSchedule"}
+    values = {"eval": {"nodeSelector": {"pool": "cpu"}, "tolerations": [toleration]}}
+    evaluation = render(values).olmojob["spec"]["eval"]
+    assert evaluation["nodeSelector"] == {"pool": "cpu"}
+    assert evaluation["tolerations"] == [toleration]

@@ -556,3 +556,15 @@ def test_image_pull_secrets_reach_every_pod() -> None:
     assert all(
         "imagePullSecrets" not in o["spec"]["template"]["spec"] for o in plain if o["kind"] == "Job"
     )
+
+
+def test_eval_worker_placement() -> None:
+    toleration = {"key": "pool", "operator": "Equal", "value": "cpu", "effect": "NoSchedule"}
+    job = parse_job(
+        olmojob(
+            eval={"enabled": True, "nodeSelector": {"pool": "cpu"}, "tolerations": [toleration]}
+        )
+    )
+    (deploy,) = [o for o in desired_objects(job, AttemptState(1)) if o["kind"] == "Deployment"]
+    pod = deploy["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "cpu"} and pod["tolerations"] == [toleration]

@@ -247,6 +247,10 @@ def _spec_schema() -> dict[str, Any]:
             "limit": _integer("Evaluate at most N examples per task.", minimum=1),
             "image": _string("Eval worker image (default: spec.image)."),
             "resources": _resources("Resources of the eval worker pod."),
+            "nodeSelector": _string_map(
+                "Node labels the eval worker pod requires (e.g. a large-memory CPU pool)."
+            ),
+            "tolerations": _array("Tolerations of the eval worker pod.", _TOLERATION),
         },
     )
     wandb = _object(

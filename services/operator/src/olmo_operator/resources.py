@@ -522,6 +522,10 @@ def eval_deployment(job: OLMoJob) -> dict[str, Any]:
     }
     if spec.priority_class_name:
         pod_spec["priorityClassName"] = spec.priority_class_name
+    if spec.eval.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.eval.node_selector)
+    if spec.eval.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in spec.eval.tolerations]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -74,6 +74,8 @@ class Eval:
     limit: int | None = None
     image: str | None = None
     resources: dict[str, Any] = field(default_factory=dict)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,8 @@ def parse_spec(raw: Mapping[str, Any], *, job_name: str) -> JobSpec:
         limit=_int(e["limit"], "spec.eval.limit", minimum=1) if e.get("limit") else None,
         image=e.get("image"),
         resources=dict(e.get("resources") or {}),
+        node_selector=dict(e.get("nodeSelector") or {}),
+        tolerations=tuple(dict(t) for t in e.get("tolerations") or ()),
     )
 
     wandb = None
