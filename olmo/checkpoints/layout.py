@@ -222,28 +222,51 @@ def is_complete(ckpt_dir: StrPath, verify: bool = False) -> bool:
     and names the same step. With ``verify=True`` every file the marker lists must also exist
     and still have the recorded sha256 (unlisted extra files are allowed).
     """
+    return completeness_problem(ckpt_dir, verify=verify) is None
+
+
+def completeness_problem(ckpt_dir: StrPath, verify: bool = False) -> str | None:
+    """None when ``is_complete(ckpt_dir, verify)`` holds; else why not, in words (for logs,
+    failure records and errors)."""
     root = Path(ckpt_dir)
     step = parse_step(root.name)
-    if step is None or not root.is_dir():
-        return False
+    if step is None:
+        return (
+            f"{root} is not a checkpoint folder (expected a name like step000123; temporary "
+            f"{TEMP_PREFIX}* folders are never loaded)"
+        )
+    if not root.is_dir():
+        return f"checkpoint {root} does not exist"
+    if not (root / COMPLETE).exists():
+        return (
+            f"checkpoint {root} has no {COMPLETE} marker: it is incomplete or still being written"
+        )
     marker = read_complete(root)
-    if marker is None or not _is_count(marker.get("step")) or marker["step"] != step:
-        return False
+    if marker is None:
+        return f"checkpoint {root}: the {COMPLETE} marker is not a JSON object"
+    if not _is_count(marker.get("step")) or marker["step"] != step:
+        return f"checkpoint {root}: the {COMPLETE} marker names step {marker.get('step')!r}, not {step}"
     files = marker.get("files")
     if not isinstance(files, dict):
-        return False
+        return f"checkpoint {root}: the {COMPLETE} marker has no file list"
     if not verify:
-        return True
-    for rel, expected in files.items():
+        return None
+    for rel, expected in sorted(files.items()):
         path = _safe_join(root, rel)
-        if path is None or not isinstance(expected, str) or not path.is_file():
-            return False
+        if path is None or not isinstance(expected, str):
+            return f"checkpoint {root}: {COMPLETE} lists an invalid entry {rel!r}"
+        if not path.is_file():
+            return f"checkpoint {root}: {rel} (listed in {COMPLETE}) is missing"
         try:
-            if sha256_file(path) != expected:
-                return False
-        except OSError:
-            return False
-    return True
+            actual = sha256_file(path)
+        except OSError as e:
+            return f"checkpoint {root}: {rel} is unreadable: {e}"
+        if actual != expected:
+            return (
+                f"checkpoint {root}: sha256 of {rel} does not match {COMPLETE} "
+                "(the file was modified or corrupted after the checkpoint was written)"
+            )
+    return None
 
 
 @dataclass(frozen=True)

@@ -113,8 +113,14 @@ def _load_zero3(path: Path, device: str | torch.device, verify: bool) -> LoadedM
     from olmo.train.checkpointing import CONFIG_FILE
     from olmo.train.export import load_consolidated
 
-    if not layout.is_complete(path, verify=verify):
-        raise CheckpointError(_incomplete_reason(path))
+    problem = layout.completeness_problem(path, verify=verify)
+    if problem is not None:
+        if layout.parse_step(path.name) is None:
+            problem = f"{path} is neither an HF model directory (no {HF_CONFIG}) nor a " + (
+                "checkpoint folder (expected a name like step000123; temporary .tmp-* folders "
+                "are never loaded)"
+            )
+        raise CheckpointError(problem)
     if not (path / CONFIG_FILE).is_file():
         raise CheckpointError(f"checkpoint {path} has no {CONFIG_FILE} (the run's config)")
     try:
@@ -140,46 +146,6 @@ def _load_zero3(path: Path, device: str | torch.device, verify: bool) -> LoadedM
         kind="zero3",
         path=path,
     )
-
-
-def _incomplete_reason(path: Path) -> str:
-    """Why ``layout.is_complete(path, verify=True)`` said no, in words."""
-    step = layout.parse_step(path.name)
-    if step is None:
-        return (
-            f"{path} is neither an HF model directory (no {HF_CONFIG}) nor a checkpoint folder "
-            "(expected a name like step000123; temporary .tmp-* folders are never loaded)"
-        )
-    if not (path / layout.COMPLETE).exists():
-        return (
-            f"checkpoint {path} has no {layout.COMPLETE} marker: it is incomplete or still "
-            "being written"
-        )
-    marker = layout.read_complete(path)
-    if marker is None:
-        return f"checkpoint {path}: the {layout.COMPLETE} marker is not a JSON object"
-    if marker.get("step") != step:
-        return (
-            f"checkpoint {path}: the {layout.COMPLETE} marker names step "
-            f"{marker.get('step')!r}, not {step}"
-        )
-    files = marker.get("files")
-    if not isinstance(files, dict):
-        return f"checkpoint {path}: the {layout.COMPLETE} marker has no file list"
-    for rel, expected in sorted(files.items()):
-        file = path / rel
-        if not file.is_file():
-            return f"checkpoint {path}: {rel} (listed in {layout.COMPLETE}) is missing"
-        try:
-            actual = layout.sha256_file(file)
-        except OSError as e:
-            return f"checkpoint {path}: {rel} is unreadable: {e}"
-        if actual != expected:
-            return (
-                f"checkpoint {path}: sha256 of {rel} does not match {layout.COMPLETE} "
-                "(the file was modified or corrupted)"
-            )
-    return f"checkpoint {path} did not verify against its {layout.COMPLETE} marker"
 
 
 def _describe(error: BaseException) -> str:

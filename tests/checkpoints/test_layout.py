@@ -156,6 +156,21 @@ def test_verify_detects_modified_and_missing_files(tmp_path):
     assert is_complete(final3, verify=True)
 
 
+def test_completeness_problem_says_why_in_words(tmp_path):
+    final = save(tmp_path, 100)
+    assert layout.completeness_problem(final, verify=True) is None
+    (final / "trainer_state.json").write_bytes(b'{"a": 2}')
+    assert layout.completeness_problem(final) is None  # unverified: the marker is fine
+    assert "sha256 of trainer_state.json" in layout.completeness_problem(final, verify=True)
+    (final / "trainer_state.json").unlink()
+    assert "trainer_state.json (listed in COMPLETE) is missing" in layout.completeness_problem(
+        final, verify=True
+    )
+    (final / COMPLETE).unlink()
+    assert "no COMPLETE marker" in layout.completeness_problem(final)
+    assert "not a checkpoint folder" in layout.completeness_problem(tmp_path / "notastep")
+
+
 def test_complete_marker_must_match_folder_step(tmp_path):
     final = save(tmp_path, 100)
     marker = json.loads((final / COMPLETE).read_text())

@@ -89,26 +89,7 @@ def verification_problem(ckpt_dir: str | os.PathLike[str]) -> str | None:
     The worker checks this itself before calling any evaluator, so a checkpoint whose files
     changed after it was written is never marked ``EVALUATED``, whatever the evaluator reads.
     """
-    root = Path(ckpt_dir)
-    if not layout.is_complete(root):
-        return f"checkpoint {root} has no valid {layout.COMPLETE} marker"
-    if layout.is_complete(root, verify=True):
-        return None
-    files = (layout.read_complete(root) or {}).get("files", {})
-    for rel, expected in sorted(files.items()):
-        path = root / str(rel)
-        if not path.is_file():
-            return f"checkpoint {root}: {rel} (listed in {layout.COMPLETE}) is missing"
-        try:
-            actual = layout.sha256_file(path)
-        except OSError as e:
-            return f"checkpoint {root}: {rel} is unreadable: {e}"
-        if actual != expected:
-            return (
-                f"checkpoint {root}: sha256 of {rel} does not match {layout.COMPLETE} "
-                "(the file was modified or corrupted after the checkpoint was written)"
-            )
-    return f"checkpoint {root} does not verify against its {layout.COMPLETE} marker"
+    return layout.completeness_problem(ckpt_dir, verify=True)
 
 
 def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any] | None:
