@@ -223,7 +223,8 @@ def render_gpu_template(tmp_path, gpus: int) -> dict:
 
     nvkind's only extra template function is ``numGPUs``; it is replaced by the number here.
     """
-    helm_python = pytest.importorskip("helm_python")
+    import helm_python  # helm-python-sdk, pinned in the dev extra
+
     chart = tmp_path / "kind-gpu"
     (chart / "templates").mkdir(parents=True)
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: kind-gpu\nversion: 0.1.0\n")
