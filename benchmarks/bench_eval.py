@@ -25,21 +25,15 @@ import torch
 
 
 def _tokenizer(path: str | None, texts: list[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """The given tokenizer.json, or a byte-level BPE trained on the task texts by data-prep's
+    trainer (the one the pipeline uses when OLMo's tokenizer is not there)."""
+    from tokenizers import Tokenizer
+
+    from olmo_dataprep.tokenizer import train_bpe
 
     if path:
         return Tokenizer.from_file(path)
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts, trainer)
-    return tokenizer
+    return train_bpe(texts, vocab_size=vocab_size)
 
 
 def main() -> None:

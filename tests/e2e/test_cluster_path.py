@@ -78,19 +78,10 @@ A dull knife is more dangerous than a sharp one, because it slips off the food.
 
 
 def train_tokenizer(path: Path) -> Path:
-    """A byte-level BPE tokenizer of at most VOCAB tokens; ``<|endoftext|>`` (EOS) is id 0."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """A byte-level BPE tokenizer of at most VOCAB tokens (data-prep's trainer: EOS is id 0)."""
+    from olmo_dataprep.tokenizer import train_bpe
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(ENGLISH.splitlines() * 4, trainer)
+    tokenizer = train_bpe(ENGLISH.splitlines() * 4, vocab_size=VOCAB)
     assert tokenizer.token_to_id("<|endoftext|>") == 0
     assert tokenizer.get_vocab_size() <= VOCAB
     tokenizer.save(str(path))
