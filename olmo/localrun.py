@@ -166,11 +166,11 @@ def train_and_evaluate(
                     proc.kill()
     # The trainer kept unevaluated checkpoints (require_evaluated); rotate now that all are.
     from olmo.checkpoints.retention import RetentionPolicy, rotate
-    from olmo.config import load_yaml
+    from olmo.train.config import load_train_config
 
-    c = load_yaml(config).get("checkpoint", {})
+    c = load_train_config(config).checkpoint  # the trainer's own policy, now with all evaluated
     policy = RetentionPolicy(
-        keep_last=c.get("keep_last", 2), keep_every=c.get("keep_every"), require_evaluated=True
+        keep_last=c.keep_last, keep_every=c.keep_every, require_evaluated=c.require_evaluated
     )
     result = rotate(run, policy)
     print(f"final rotation: deleted {len(result.deleted)}, kept {len(result.kept)} checkpoints")
