@@ -6,7 +6,10 @@ olmo-ckpt rotate runs/tiny --keep-last 3 --keep-every 1000 --dry-run
 olmo-ckpt export-hf runs/tiny/checkpoints/step000300 hf-out/   # needs torch + deepspeed
 
 Each command is one subparser with its own ``_add_<command>`` function that registers it and sets
-``func``; ``main`` only dispatches. Exit codes: 0 ok, 1 filesystem error, 2 bad usage or input.
+``func``; ``main`` only dispatches. Exit codes: 0 ok, 1 filesystem error, 2 bad usage or input,
+143 stopped by SIGTERM (also as a container's PID 1, which gets no default action for it).
+Stopping ``rotate`` half-way is safe: a checkpoint is renamed to a ``.tmp-*`` folder before it is
+deleted, and the next rotation removes such leftovers.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from olmo.checkpoints.layout import (
     tree_stats,
 )
 from olmo.checkpoints.retention import RetentionPolicy, rotate
+from olmo.signals import EXIT_TERMINATED, Terminated, sigterm_raises
 
 PROG = "olmo-ckpt"
 
@@ -46,7 +50,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return args.func(args)
+        with sigterm_raises():
+            return args.func(args)
+    except Terminated:
+        print(f"{PROG}: stopped by SIGTERM", file=sys.stderr, flush=True)
+        return EXIT_TERMINATED
     except UsageError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
@@ -218,10 +226,6 @@ def _yes_no(value: bool) -> str:
     return "yes" if value else "no"
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 # --------------------------------------------------------------------------------------------
 # export-hf
 
@@ -252,3 +256,7 @@ def _cmd_export_hf(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     print(f"wrote {out}")
     return 0
+
+
+if __name__ == "__main__":  # last: every command is defined by now
+    sys.exit(main())

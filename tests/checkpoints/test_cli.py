@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from olmo.checkpoints import cli
 from olmo.checkpoints.cli import human_size, main
 from olmo.checkpoints.layout import (
     final_dir,
     finalize,
+    list_checkpoints,
+    list_temp_dirs,
     mark_evaluated,
     prepare_temp_dir,
     temp_dir,
 )
+from tests.pid1 import as_pid1
 
 
 def save(run_dir: Path, step: int, nbytes: int = 1000) -> Path:
@@ -120,3 +127,61 @@ def test_bad_usage_exits_2(run, capsys):
         main(["rotate", str(run)])  # --keep-last is required
     assert e.value.code == 2
     assert "--keep-last" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# SIGTERM: a container's PID 1 gets no default action for it, so olmo-ckpt handles it
+
+
+def test_sigterm_stops_a_command_with_exit_143(run, capsys, monkeypatch):
+    def rotate_slowly(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # "docker stop" mid-rotation
+        time.sleep(30)
+        raise AssertionError("not stopped")
+
+    def not_the_cli(signum, frame):
+        raise AssertionError("SIGTERM reached the test's handler, not the CLI's")
+
+    monkeypatch.setattr(cli, "rotate", rotate_slowly)
+    previous = signal.signal(signal.SIGTERM, not_the_cli)  # a regression fails, not kills, pytest
+    try:
+        started = time.monotonic()
+        assert main(["rotate", str(run), "--keep-last", "1"]) == 143
+        assert time.monotonic() - started < 10
+        assert signal.getsignal(signal.SIGTERM) is not_the_cli  # put back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert "olmo-ckpt: stopped by SIGTERM" in capsys.readouterr().err
+
+
+SLOW_ROTATION = """
+import sys, time
+from olmo.checkpoints import cli, retention
+
+def remove_slowly(path):
+    print("removing", path, flush=True)
+    time.sleep(60)
+
+retention.remove_tree = remove_slowly
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_rotate_as_pid1_stops_at_once_on_sigterm_and_a_later_rotation_finishes(run, tmp_path):
+    script = tmp_path / "slow_rotation.py"
+    script.write_text(SLOW_ROTATION)
+    argv = [sys.executable, str(script), "rotate", str(run), "--keep-last", "1"]
+    with as_pid1(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as pid1:
+        assert pid1.process.stdout is not None and pid1.process.stderr is not None
+        assert pid1.process.stdout.readline().startswith("removing ")
+        sent = pid1.terminate()
+        assert pid1.wait(timeout=20) == 143
+        assert time.monotonic() - sent < 10
+        assert "olmo-ckpt: stopped by SIGTERM" in pid1.process.stderr.read()
+    # Stopped half-way: the checkpoint being deleted left the listing (renamed first); the
+    # newest ones are intact, and the next rotation removes the leftover.
+    steps = [info.step for info in list_checkpoints(run) if info.complete]
+    assert steps[-1] == 300 and 100 not in steps
+    assert main(["rotate", str(run), "--keep-last", "1", "--temp-grace-seconds", "0"]) == 0
+    assert [info.step for info in list_checkpoints(run)] == [300]
+    assert list_temp_dirs(run) == []

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,14 @@ import pytest
 
 from olmo.config import ConfigError
 from olmo.data.shards import open_shards, read_manifest
+from olmo_dataprep import pipeline as pipeline_module
 from olmo_dataprep.badwords import BadWordsConfig, BadWordsFilter
-from olmo_dataprep.cli import main
+from olmo_dataprep.cli import Terminated, main
 from olmo_dataprep.config import load_pipeline_config
 from olmo_dataprep.pipeline import (
     KEPT,
+    InputFile,
+    Layout,
     PipelineError,
     copies_for,
     load_accounting,
@@ -34,6 +38,7 @@ from olmo_dataprep.pipeline import (
 )
 from olmo_dataprep.tokenizer import TextTokenizer
 
+from ..pid1 import as_pid1, wait_for_file
 from .conftest import (
     english_docs,
     write_jsonl,
@@ -519,3 +524,105 @@ def test_accounting_table_columns(mixed_run):
         "tokens",
         "copies",
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# SIGTERM: a container's PID 1 gets no default action for it, so the worker handles it
+
+
+def test_worker_as_pid1_stops_on_sigterm_and_a_rerun_resumes(many_files, tmp_path):
+    root, pipeline, _ = many_files
+    out = tmp_path / "two"
+    argv = [sys.executable, "-m", "olmo_dataprep.cli", "run", str(pipeline), "--output", str(out)]
+    argv += ["--num-workers", "2", "--worker-index", "1", "--quiet"]
+    mine = [out / f"work/map/f00000{i}.parquet" for i in (1, 3, 5)]
+    with as_pid1(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as pid1:
+        # Worker 1 maps its files, then waits at the barrier for worker 0 (not started yet).
+        for path in mine:
+            wait_for_file(path, pid1, timeout=120)
+        sent = pid1.terminate()
+        assert pid1.wait(timeout=30) == 143
+        assert time.monotonic() - sent < 10
+        assert pid1.process.stderr is not None
+        assert "stopped by SIGTERM" in pid1.process.stderr.read()
+    mapped = {path: path.stat().st_mtime_ns for path in mine}
+    procs = [
+        _cli("run", str(pipeline), "--output", str(out), "--num-workers", "2", "--worker-index",
+             str(i), "--quiet")
+        for i in (1, 0)
+    ]  # fmt: skip
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    assert {path: path.stat().st_mtime_ns for path in mine} == mapped  # resumed, not redone
+    assert _digest_tree(out) == _digest_tree(root / "one")
+
+
+def test_sigterm_mid_map_as_pid1_stops_at_once_and_a_rerun_gives_the_same_bytes(
+    many_files, tmp_path
+):
+    root, pipeline, _ = many_files
+    out = tmp_path / "stopped"
+    argv = [sys.executable, "-m", "olmo_dataprep.cli", "run", str(pipeline), "--output", str(out)]
+    with as_pid1(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as pid1:
+        wait_for_file(out / "work/map/f000000.parquet", pid1, timeout=120)  # the pool runs
+        sent = pid1.terminate()
+        assert pid1.wait(timeout=30) == 143
+        assert time.monotonic() - sent < 10
+    assert not (out / "manifest.json").exists()
+    rerun = _cli("run", str(pipeline), "--output", str(out), "--quiet")
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert _digest_tree(out) == _digest_tree(root / "one")
+
+
+def map_slowly(config_json: str, f: InputFile, out: Path) -> tuple[int, dict[str, float]]:
+    """Stands in for mapping one file (in the pool's processes): starts, then takes a minute."""
+    (Path(os.environ["SLOW_MAP_DIR"]) / f"started-{f.index}").touch()
+    time.sleep(60)
+    return 0, {}
+
+
+def test_a_stopped_map_phase_kills_its_pool_rather_than_waiting_for_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLOW_MAP_DIR", str(tmp_path))
+    monkeypatch.setattr(pipeline_module, "_map_in_process", map_slowly)
+    pools: list[ProcessPoolExecutor] = []
+
+    class RecordedPool(ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            pools.append(self)
+
+    monkeypatch.setattr(pipeline_module, "ProcessPoolExecutor", RecordedPool)
+    processes = []
+
+    def sigterm_once_both_run(futures):
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("started-*"))) < 2:
+            assert time.monotonic() < deadline, "the pool did not start"
+            time.sleep(0.05)
+        (pool,) = pools
+        processes.extend(pool._processes.values())
+        raise Terminated("SIGTERM")  # what the CLI's handler raises
+
+    monkeypatch.setattr(pipeline_module, "as_completed", sigterm_once_both_run)
+    config = load_pipeline_config(
+        write_pipeline(
+            tmp_path / "pipeline.yaml",
+            {"output": "out", "sources": [{"name": "s", "paths": ["in"]}], "processes": 2},
+        )
+    )
+    files = [InputFile(i, "s", tmp_path / f"in/{i}.jsonl") for i in range(2)]
+    started = time.monotonic()
+    with pytest.raises(Terminated):
+        pipeline_module._map_phase(
+            Layout(tmp_path / "out"),
+            config,
+            files,
+            pipeline_module._Timer(),
+            pipeline_module._progress(None, "", "doc", True),
+            True,
+        )
+    assert time.monotonic() - started < 50  # not the minute the files would take
+    assert len(processes) == 2
+    assert not any(p.is_alive() for p in processes)

@@ -21,8 +21,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from olmo_operator import contract, failures, resources
 from olmo_operator import crd as operator_crd
-from olmo_operator import failures, resources
 from olmo_operator.cli import _parser as operator_cli_parser
 from olmo_operator.spec import parse_job
 from tests.deploy import ROOT, operator_presets
@@ -32,9 +32,11 @@ EXAMPLES = CHART / "examples"
 NAMESPACE = "ml"
 KUBE_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 CLOUD_EXAMPLES = ("values-gke-spot.yaml", "values-aws-spot.yaml", "values-azure-spot.yaml")
+# The images' user (USER 10001:10001), spelled once in the operator's contract.
 RESTRICTED_CONTAINER = {
     "runAsNonRoot": True,
-    "runAsUser": 10001,
+    "runAsUser": contract.IMAGE_UID,
+    "runAsGroup": contract.IMAGE_UID,
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
@@ -42,7 +44,9 @@ RESTRICTED_CONTAINER = {
 }
 RESTRICTED_POD = {
     "runAsNonRoot": True,
-    "runAsUser": 10001,
+    "runAsUser": contract.IMAGE_UID,
+    "runAsGroup": contract.IMAGE_UID,
+    "fsGroup": contract.IMAGE_UID,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
 STANDARD_LABELS = (
@@ -652,6 +656,50 @@ def test_every_pod_runs_with_the_restricted_profile(rendered):
             security = container["securityContext"]
             assert security.items() >= RESTRICTED_CONTAINER.items(), container["name"]
             assert "requests" in container["resources"] and "limits" in container["resources"]
+
+
+def test_every_pod_has_a_writable_tmp_under_its_read_only_root(rendered):
+    """kopf, the Kubernetes client and Python's tempfile write to /tmp: an emptyDir there."""
+    for doc in rendered.docs:
+        for spec in pod_specs(doc):
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            for container in spec["containers"]:
+                assert container["securityContext"]["readOnlyRootFilesystem"] is True
+                mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+                assert "/tmp" in mounts, (doc["metadata"]["name"], container["name"])
+                assert volumes[mounts["/tmp"]]["emptyDir"]["sizeLimit"]
+
+
+def test_the_operator_runs_as_the_image_user_with_a_read_only_root():
+    deployment = case("defaults").one("Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["runAsGroup"] == 10001
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["runAsUser"] == 10001
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+
+
+def test_the_pods_the_operator_makes_of_the_charts_job_are_restricted_too(rendered_job):
+    """The chart's OLMoJob, through the operator's own builders: each pod the operator would
+    create runs as the chart's user, read-only, with writable /tmp and HOME."""
+    job = parse_job(rendered_job.olmojob)
+    objects = [
+        *resources.desired_objects(job, resources.AttemptState(1)),
+        resources.rotation_job(job),
+    ]
+    if job.spec.dataset.prepare is not None:
+        objects.append(resources.dataprep_job(job))
+    pods = [o["spec"]["template"]["spec"] for o in objects if o["kind"] in ("Job", "Deployment")]
+    assert len(pods) >= 2
+    for pod in pods:
+        # The same user as the chart's own pods (RESTRICTED_POD: test above).
+        assert pod["securityContext"].items() >= RESTRICTED_POD.items()
+        for container in pod["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            mounts = {m["mountPath"] for m in container["volumeMounts"]}
+            assert {"/tmp", contract.IMAGE_HOME} <= mounts
 
 
 def test_every_object_has_the_standard_labels(rendered):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,7 +10,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +21,7 @@ from olmo_evalworker import records
 from olmo_evalworker.cli import main
 
 from ..conftest import REPO_ROOT
+from ..pid1 import as_pid1, wait_for_file
 from .conftest import make_checkpoint
 from .fakes import fake_results
 
@@ -279,3 +283,66 @@ def test_watch_creates_a_missing_run_dir_in_an_existing_folder(tmp_path, capsys)
     run = tmp_path / "run"
     assert main(["watch", str(run), "--once", "--no-http", "--evaluator", FAKE]) == 0
     assert run.is_dir()
+
+
+# --------------------------------------------------------------------------------------------
+# SIGTERM from the first moment, and as a container's PID 1
+
+
+@contextlib.contextmanager
+def sigterm_fails_the_test() -> Iterator[Any]:
+    """Without the CLI's own handler, a SIGTERM the test sends itself fails the test (rather
+    than ending pytest)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise AssertionError("SIGTERM reached the test's handler, not the CLI's")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize(("command", "code"), [("watch", 0), ("run", 143)])
+def test_sigterm_while_starting_up_stops_at_once(run_dir, monkeypatch, command, code):
+    """Before ``watch`` has its loop (imports, task data, W&B) SIGTERM must work too."""
+    from olmo_evalworker import cli
+
+    def check_device_then_sigterm(device: str) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # the pod is deleted while the worker starts
+        time.sleep(30)
+        raise AssertionError("not stopped")
+
+    monkeypatch.setattr(cli, "_check_device", check_device_then_sigterm)
+    make_checkpoint(run_dir, 10)
+    args = (
+        ["watch", str(run_dir), "--no-http"]
+        if command == "watch"
+        else ["run", "--checkpoint", str(layout.final_dir(run_dir, 10))]
+    )
+    with sigterm_fails_the_test() as handler:
+        started = time.monotonic()
+        assert main([*args, "--evaluator", FAKE]) == code
+        assert time.monotonic() - started < 10
+        assert signal.getsignal(signal.SIGTERM) is handler  # put back
+    assert not layout.is_evaluated(layout.final_dir(run_dir, 10))
+
+
+def test_watch_as_pid1_stops_mid_evaluation_on_sigterm_and_writes_nothing(run_dir, tmp_path):
+    checkpoint = make_checkpoint(run_dir, 10)
+    calls = tmp_path / "calls.txt"
+    argv = [
+        sys.executable, "-m", "olmo_evalworker", "watch", str(run_dir), "--evaluator", FAKE,
+        "--no-http", "--poll-seconds", "0.1", "--grace-seconds", "0.2",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "FAKE_EVAL_CALLS": str(calls)}
+    env["FAKE_EVAL_SLEEP"] = "60"
+    with as_pid1(argv, cwd=REPO_ROOT, env=env) as pid1:
+        wait_for_file(calls, pid1)  # the evaluation has begun
+        sent = pid1.terminate()
+        assert pid1.wait(timeout=20) == 0
+        assert time.monotonic() - sent < 10  # did not sit out the 60 s evaluation
+    assert not layout.is_evaluated(checkpoint)
+    assert not layout.eval_result_path(run_dir, 10).exists()
+    assert not records.failure_path(run_dir, 10).exists()

@@ -13,12 +13,15 @@ import pytest
 from olmo_operator import contract as c
 from olmo_operator.resources import (
     PREEMPTION_AWARE_ENTRYPOINT,
+    ROTATION_ENTRYPOINT,
+    SHM_SIZE_DEFAULT,
     AttemptState,
     dataprep_job,
     desired_objects,
     rotation_job,
 )
 from olmo_operator.spec import SpecError, parse_job
+from tests.pid1 import as_pid1
 
 UID = "0b7a3a43-2f7e-4c1e-9d0a-6d1f7f1e0c11"
 
@@ -184,14 +187,27 @@ def test_gpus_volumes_shm_and_security() -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["checkpoints"]["persistentVolumeClaim"] == {"claimName": "ckpt"}
     assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "data", "readOnly": True}
-    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory"}
+    # No memory limit here: /dev/shm gets the documented default size.
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": SHM_SIZE_DEFAULT}
     assert container["securityContext"] == {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
         "runAsNonRoot": True,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_shm_size_follows_the_memory_limit() -> None:
+    job = trainer_of(
+        desired_objects(
+            olmojob(resources={"requests": {"memory": "6Gi"}, "limits": {"memory": "8Gi"}}),
+            AttemptState(1),
+        )
+    )
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
 
 
 def test_cpu_training_uses_processes_per_node_and_no_gpus() -> None:
@@ -337,6 +353,13 @@ def test_eval_worker_deployment() -> None:
     assert deploy["spec"]["selector"]["matchLabels"].items() <= (
         deploy["spec"]["template"]["metadata"]["labels"].items()
     )
+    # The checkpoints, and the dataset read-only at the trainer's path: the tokenizer of a
+    # checkpoint is the tokenizer.json next to its data.paths' manifest (/data/<path>).
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts[c.CHECKPOINTS_MOUNT]["name"] == "checkpoints"
+    assert mounts[c.DATA_MOUNT] == {"name": "data", "mountPath": c.DATA_MOUNT, "readOnly": True}
+    volumes = {v["name"]: v for v in deploy["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "data", "readOnly": True}
 
 
 def test_dataprep_indexed_job() -> None:
@@ -472,6 +495,102 @@ def test_entrypoint_keeps_success_when_training_finished_on_sigterm(tmp_path: Pa
     assert _run_entrypoint(child, tmp_path, signal_after=0.5) == 0
 
 
+def test_entrypoint_as_pid1_forwards_sigterm_and_exits_75(tmp_path: Path) -> None:
+    """sh is the container's PID 1: without its trap a SIGTERM would do nothing at all."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD_SAVES_ON_SIGTERM)
+    argv = [
+        "/bin/sh",
+        "-c",
+        PREEMPTION_AWARE_ENTRYPOINT,
+        "olmo-trainer",
+        sys.executable,
+        str(script),
+    ]
+    with as_pid1(argv, stdout=subprocess.PIPE, text=True) as pid1:
+        assert pid1.process.stdout is not None
+        assert pid1.process.stdout.readline() == "ready\n"
+        sent = pid1.terminate()
+        assert pid1.wait(timeout=20) == 75
+        assert time.monotonic() - sent < 10
+
+
+# --------------------------------------------------------------------------------------------
+# The rotation container's entrypoint
+
+
+def _rotation(tmp_path: Path, child: str) -> tuple[list[str], Path]:
+    """The rotation container's command around ``python child``, its termination message file
+    where the test can read it (the kubelet provides ``/dev/termination-log``)."""
+    script = tmp_path / "child.py"
+    script.write_text(child)
+    log = tmp_path / "termination-log"
+    entrypoint = ROTATION_ENTRYPOINT.replace("/dev/termination-log", str(log))
+    assert entrypoint != ROTATION_ENTRYPOINT
+    return ["/bin/sh", "-c", entrypoint, "olmo-rotate", sys.executable, str(script)], log
+
+
+def test_rotation_entrypoint_keeps_the_summary_as_termination_message(tmp_path: Path) -> None:
+    argv, log = _rotation(
+        tmp_path, "import sys\nfor i in range(30): print('line', i)\nsys.exit(3)\n"
+    )
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3
+    assert done.stdout.splitlines() == [f"line {i}" for i in range(30)]
+    assert log.read_text().splitlines() == [f"line {i}" for i in range(10, 30)]
+    assert not list(tmp_path.glob("tmp*")), "its temporary file is removed"
+
+
+CHILD_STOPS_ON_SIGTERM = """
+import signal, sys, time
+def stop(*_):
+    print("stopped by SIGTERM", flush=True)
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+print("rotating", flush=True)
+time.sleep(60)
+"""
+
+
+def test_rotation_entrypoint_forwards_sigterm(tmp_path: Path) -> None:
+    argv, log = _rotation(tmp_path, CHILD_STOPS_ON_SIGTERM)
+    env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        _wait_until(lambda: "rotating" in _read_all(tmp_path))
+        proc.terminate()
+        assert proc.wait(timeout=20) == 143
+    finally:
+        proc.kill()
+        out, _ = proc.communicate()
+    assert out.splitlines() == ["rotating", "stopped by SIGTERM"]
+    assert log.read_text() == "rotating\nstopped by SIGTERM\n"
+
+
+def test_rotation_entrypoint_as_pid1_stops_at_once_on_sigterm(tmp_path: Path) -> None:
+    # A child without a handler of its own: as a child (not PID 1) SIGTERM ends it.
+    argv, log = _rotation(tmp_path, "import time\nprint('rotating', flush=True)\ntime.sleep(60)\n")
+    env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)}
+    with as_pid1(argv, env=env, stdout=subprocess.PIPE, text=True) as pid1:
+        _wait_until(lambda: "rotating" in _read_all(tmp_path))
+        sent = pid1.terminate()
+        assert pid1.wait(timeout=20) == 143
+        assert time.monotonic() - sent < 10
+    assert log.read_text() == "rotating\n"
+
+
+def _read_all(folder: Path) -> str:
+    """What the rotation's child wrote so far (into the entrypoint's file in ``$TMPDIR``)."""
+    return "".join(p.read_text() for p in folder.glob("tmp*") if p.is_file())
+
+
+def _wait_until(condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
 # --------------------------------------------------------------------------------------------
 # Every object is a valid Kubernetes object (the client's own models: field names and types)
 
@@ -556,6 +675,92 @@ def test_image_pull_secrets_reach_every_pod() -> None:
     assert all(
         "imagePullSecrets" not in o["spec"]["template"]["spec"] for o in plain if o["kind"] == "Job"
     )
+
+
+def every_pod_spec(**spec: Any) -> dict[str, dict[str, Any]]:
+    """The pod spec of each of the four pod kinds the operator creates, by component."""
+    job = parse_job(
+        olmojob(
+            eval={"enabled": True},
+            dataset={"claimName": "d", "prepare": {"pipelineConfigMap": {"name": "p"}}},
+            **spec,
+        )
+    )
+    objects = [*desired_objects(job, AttemptState(1)), dataprep_job(job), rotation_job(job)]
+    pods = {
+        o["metadata"]["labels"][c.LABEL_COMPONENT]: o["spec"]["template"]["spec"]
+        for o in objects
+        if o["kind"] in ("Job", "Deployment")
+    }
+    assert sorted(pods) == sorted(c.COMPONENTS)
+    return pods
+
+
+@pytest.mark.parametrize("component", c.COMPONENTS)
+def test_every_pod_runs_as_the_image_user_with_a_read_only_root(component: str) -> None:
+    pod = every_pod_spec()[component]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert c.IMAGE_UID == 10001  # USER 10001:10001 in every Dockerfile
+    for container in pod["containers"]:
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+
+
+@pytest.mark.parametrize("component", c.COMPONENTS)
+def test_every_pod_has_writable_tmp_and_home_and_its_caches_point_there(component: str) -> None:
+    pod = every_pod_spec()[component]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["tmp"] == {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}
+    assert volumes["home"] == {"name": "home", "emptyDir": {"sizeLimit": "4Gi"}}
+    for container in pod["containers"]:
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert mounts["/tmp"] == "tmp" and mounts["/home/olmo"] == "home"
+        writable = [path for path, name in mounts.items() if "emptyDir" in volumes[name]]
+        env = env_of(container)
+        names = [e["name"] for e in container["env"]]
+        assert len(names) == len(set(names)), "one definition per variable"
+        assert env["HOME"] == "/home/olmo" and env["TMPDIR"] == "/tmp"
+        for name, value in {
+            "XDG_CACHE_HOME": "/home/olmo/.cache",
+            "HF_HOME": "/home/olmo/.cache/huggingface",
+            "TRITON_CACHE_DIR": "/home/olmo/.triton/cache",
+            "MPLCONFIGDIR": "/home/olmo/.config/matplotlib",
+            "WANDB_CACHE_DIR": "/home/olmo/.cache/wandb",
+            "WANDB_CONFIG_DIR": "/home/olmo/.config/wandb",
+            "WANDB_DATA_DIR": "/home/olmo/.local/share/wandb",
+        }.items():
+            assert env[name] == value, name
+        # Every folder the env names lies in an emptyDir of this container; so does torch's
+        # extension folder, from XDG_CACHE_HOME, unless the image sets TORCH_EXTENSIONS_DIR.
+        assert "TORCH_EXTENSIONS_DIR" not in env
+        assert f"{env['XDG_CACHE_HOME']}/torch_extensions" == c.TORCH_EXTENSIONS_DEFAULT
+        folders = [*c.WRITABLE_ENV, ("TORCH_EXTENSIONS_DIR", c.TORCH_EXTENSIONS_DEFAULT)]
+        for name, value in folders:
+            assert env.get(name, value) == value
+            assert any(value == w or value.startswith(w + "/") for w in writable), name
+
+
+def test_the_users_env_still_wins() -> None:
+    pod = every_pod_spec(env=[{"name": "HOME", "value": "/data/home"}, {"name": "X", "value": "1"}])
+    container = pod[c.TRAINER]["containers"][0]
+    names = [e["name"] for e in container["env"]]
+    assert names[-2:] == ["HOME", "X"]  # last, as written
+    assert names.count("HOME") == 1 and env_of(container)["HOME"] == "/data/home"
+    assert env_of(container)["TMPDIR"] == "/tmp"
+    # Only the trainer takes spec.env.
+    assert env_of(pod[c.EVALWORKER]["containers"][0])["HOME"] == "/home/olmo"
 
 
 def test_eval_worker_placement() -> None:

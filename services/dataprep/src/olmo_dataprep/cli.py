@@ -7,7 +7,10 @@
     olmo-dataprep fetch-tokenizer [--cache-dir DIR]
 
 In a Kubernetes Indexed Job the worker index comes from ``JOB_COMPLETION_INDEX`` when
-``--worker-index`` is not given. Exit status: 0 done, 1 failed, 2 bad command line or pipeline.
+``--worker-index`` is not given. Exit status: 0 done, 1 failed, 2 bad command line or pipeline,
+143 stopped by SIGTERM (``docker stop``, pod deletion; also as a container's PID 1, which gets no
+default action for it): the worker stops at once — the map pool is killed, not waited for — and
+keeps what it finished (every per-file output is atomic), so a re-run resumes.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from typing import Any
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from olmo.config import ConfigError
+from olmo.signals import EXIT_TERMINATED, Terminated, sigterm_raises
 
-__all__ = ["format_summary", "main"]
+__all__ = ["EXIT_TERMINATED", "Terminated", "format_summary", "main"]
 
 log = logging.getLogger("olmo_dataprep")
 
@@ -217,7 +221,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "quiet", False):
         logging.getLogger("olmo_dataprep").setLevel(logging.INFO)
     try:
-        return args.func(args)
+        with sigterm_raises():
+            return args.func(args)
+    except Terminated:
+        print(
+            "olmo-dataprep: stopped by SIGTERM; finished work is kept and a re-run resumes",
+            file=sys.stderr,
+        )
+        return EXIT_TERMINATED
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -430,7 +430,7 @@ def _map_phase(
         initializer=_exit_with_parent,
         initargs=(os.getpid(),),
     )
-    with pool:
+    try:
         futures = {
             pool.submit(_map_in_process, config_json, f, layout.map_table(f)): f for f in todo
         }
@@ -445,6 +445,22 @@ def _map_phase(
             bar.update(rows)
             if quiet:
                 log.info("mapped %s (%s): %d documents", f.path, f.source, rows)
+    except BaseException:
+        # A failure or a stop (SIGTERM): do not wait for the files being mapped (leaving the
+        # pool's ``with`` waits for them); a re-run maps them again.
+        _kill_pool(pool)
+        raise
+    pool.shutdown()
+
+
+def _kill_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and end the pool's processes now."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.kill()
+    for process in processes:
+        process.join(10)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,8 +9,11 @@ olmo-eval compare runs/a/eval/step000300.json runs/b/eval/step000300.json
 
 Exit codes: 0 ok; 1 runtime failure (a ``--once``/``--until-step`` watch also exits 1 when a
 checkpoint it attempted is still failed); 2 bad usage or input. SIGTERM/SIGINT end ``watch``
-with 0: the checkpoint being evaluated is finished if it takes less than ``--grace-seconds``,
-otherwise abandoned (nothing written for it; it is evaluated again by the next worker).
+with 0, from the moment the process starts (a handler is installed first thing: as a container's
+PID 1 a Python program without one would ignore SIGTERM and be SIGKILLed after the grace
+period): the checkpoint being evaluated is finished if it takes less than ``--grace-seconds``,
+otherwise abandoned (nothing written for it; it is evaluated again by the next worker). SIGTERM
+ends ``run`` and ``compare`` with 143.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from olmo.signals import EXIT_TERMINATED, Terminated, sigterm_raises
 from olmo_evalworker import records
 from olmo_evalworker.watcher import Watcher, WorkerLockBusy
 
@@ -61,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     _configure_logging(quiet=getattr(args, "quiet", False))
     try:
-        return args.func(args)
+        with sigterm_raises():
+            return args.func(args)
+    except Terminated:
+        log.info("stopped by SIGTERM")
+        return 0 if args.command == "watch" else EXIT_TERMINATED
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
@@ -396,19 +404,19 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         watcher, stop, poll_seconds=args.poll_seconds, once=args.once, until_step=args.until_step
     )
     server = None
-    if not args.no_http:
-        health = HealthCheck(watcher.state, loop.is_alive, args.stuck_after or None)
-        try:
-            server = MetricsServer(metrics, health, host=args.host, port=args.port)
-        except OSError as e:
-            watcher.close()
-            raise UsageError(f"cannot serve on {args.host}:{args.port}: {e}") from None
-        print(
-            f"{PROG}: serving /healthz and /metrics on http://{args.host}:{server.port}",
-            flush=True,
-        )
+    # From here on SIGTERM/SIGINT set ``stop`` (a loop started after that ends at once).
     previous = _install_signal_handlers(stop)
     try:
+        if not args.no_http:
+            health = HealthCheck(watcher.state, loop.is_alive, args.stuck_after or None)
+            try:
+                server = MetricsServer(metrics, health, host=args.host, port=args.port)
+            except OSError as e:
+                raise UsageError(f"cannot serve on {args.host}:{args.port}: {e}") from None
+            print(
+                f"{PROG}: serving /healthz and /metrics on http://{args.host}:{server.port}",
+                flush=True,
+            )
         loop.start()
         while loop.is_alive() and not stop.is_set():
             loop.join(0.2)

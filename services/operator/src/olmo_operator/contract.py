@@ -78,6 +78,43 @@ PIPELINE_MOUNT = "/config"
 PIPELINE_FILE = "pipeline.yaml"
 SHM_MOUNT = "/dev/shm"
 
+IMAGE_UID = 10001
+"""The images' user and group (``USER 10001:10001`` in ``docker/*.Dockerfile``): every pod runs
+as this uid and gid, and its volumes get it as ``fsGroup``."""
+IMAGE_HOME = "/home/olmo"
+"""The images' ``HOME``. Every pod mounts an emptyDir here: the root filesystem is read-only."""
+TMP_MOUNT = "/tmp"
+"""Every pod mounts an emptyDir here (``TMPDIR``)."""
+
+WRITABLE_ENV: tuple[tuple[str, str], ...] = (
+    ("HOME", IMAGE_HOME),
+    ("TMPDIR", TMP_MOUNT),
+    ("XDG_CACHE_HOME", f"{IMAGE_HOME}/.cache"),
+    ("XDG_CONFIG_HOME", f"{IMAGE_HOME}/.config"),
+    ("XDG_DATA_HOME", f"{IMAGE_HOME}/.local/share"),
+    ("HF_HOME", f"{IMAGE_HOME}/.cache/huggingface"),
+    ("TRITON_CACHE_DIR", f"{IMAGE_HOME}/.triton/cache"),
+    ("CUDA_CACHE_PATH", f"{IMAGE_HOME}/.nv/ComputeCache"),
+    ("MPLCONFIGDIR", f"{IMAGE_HOME}/.config/matplotlib"),
+    ("WANDB_CACHE_DIR", f"{IMAGE_HOME}/.cache/wandb"),
+    ("WANDB_CONFIG_DIR", f"{IMAGE_HOME}/.config/wandb"),
+    ("WANDB_DATA_DIR", f"{IMAGE_HOME}/.local/share/wandb"),
+)
+"""Environment of every container the operator creates: each folder a library writes by default
+(caches, config, JIT builds: the XDG folders, Hugging Face, Triton, the CUDA JIT cache,
+matplotlib, W&B) is inside ``IMAGE_HOME`` or ``TMP_MOUNT``, the only writable places besides the
+pod's volumes.
+
+Left to the image on purpose: ``TORCH_EXTENSIONS_DIR`` (torch's C++ extensions, DeepSpeed's
+JIT-built ops), which defaults to ``$XDG_CACHE_HOME/torch_extensions`` — inside ``IMAGE_HOME``
+— and which an image with prebuilt ops sets to where they are (overriding it would make every
+pod build them again: a minute or two of g++); ``OLMO_CACHE_DIR``, where the data-prep image
+bakes its tokenizer (unset, it is under ``~/.cache``)."""
+
+TORCH_EXTENSIONS_DEFAULT = f"{IMAGE_HOME}/.cache/torch_extensions"
+"""Where torch builds C++ extensions in a pod whose image does not set ``TORCH_EXTENSIONS_DIR``
+(``$XDG_CACHE_HOME/torch_extensions``)."""
+
 ENV_JOB_NAME = "OLMOJOB_NAME"
 ENV_JOB_NAMESPACE = "OLMOJOB_NAMESPACE"
 ENV_ATTEMPT = "OLMOJOB_ATTEMPT"

@@ -10,6 +10,7 @@ again after an operator restart is a harmless 409.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -118,16 +119,66 @@ def _metadata(
 RESTRICTED_CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
     "runAsNonRoot": True,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-# fsGroup: volumes (checkpoint and data PVCs) become writable by the images' non-root user.
+# The images' user, whatever the image says; fsGroup: volumes (checkpoint and data PVCs) become
+# writable by it.
 RESTRICTED_POD_SECURITY = {
     "runAsNonRoot": True,
+    "runAsUser": c.IMAGE_UID,
+    "runAsGroup": c.IMAGE_UID,
     "seccompProfile": {"type": "RuntimeDefault"},
-    "fsGroup": 10001,
+    "fsGroup": c.IMAGE_UID,
     "fsGroupChangePolicy": "OnRootMismatch",
 }
+
+# The writable folders of every pod (emptyDirs; the root filesystem is read-only). Their usage
+# counts against the node's ephemeral storage; a pod that outgrows a limit is evicted.
+TMP_VOLUME, TMP_SIZE_LIMIT = "tmp", "2Gi"
+HOME_VOLUME, HOME_SIZE_LIMIT = "home", "4Gi"
+SHM_VOLUME = "dshm"
+SHM_SIZE_DEFAULT = "16Gi"
+"""``sizeLimit`` of the trainer's memory-backed ``/dev/shm`` when its pods have no memory limit
+(with one, the limit: tmpfs pages are charged to the pod's memory anyway)."""
+
+
+def _restricted_pod(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """Make ``pod_spec`` (whose containers are built) run in a real container runtime: as the
+    images' uid/gid with the restricted security profile and a read-only root filesystem, with
+    emptyDirs at ``/tmp`` and ``$HOME`` and every cache pointed into them (``WRITABLE_ENV``,
+    first, except the names the container sets itself: its own env — the user's ``spec.env``,
+    last — wins)."""
+    pod_spec["securityContext"] = copy.deepcopy(RESTRICTED_POD_SECURITY)
+    pod_spec["volumes"] = [
+        *pod_spec.get("volumes", []),
+        {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
+        {"name": HOME_VOLUME, "emptyDir": {"sizeLimit": HOME_SIZE_LIMIT}},
+    ]
+    for container in pod_spec["containers"]:
+        container["securityContext"] = copy.deepcopy(RESTRICTED_CONTAINER_SECURITY)
+        env = container.get("env", [])
+        own = {e["name"] for e in env}
+        container["env"] = [
+            *(_env(name, value) for name, value in c.WRITABLE_ENV if name not in own),
+            *env,
+        ]
+        container["volumeMounts"] = [
+            *container.get("volumeMounts", []),
+            {"name": TMP_VOLUME, "mountPath": c.TMP_MOUNT},
+            {"name": HOME_VOLUME, "mountPath": c.IMAGE_HOME},
+        ]
+    return pod_spec
+
+
+def shm_size_limit(resources: Mapping[str, Any]) -> str:
+    """``sizeLimit`` of the trainer's ``/dev/shm``: its memory limit, else ``SHM_SIZE_DEFAULT``."""
+    limits = resources.get("limits")
+    if isinstance(limits, Mapping) and limits.get("memory") is not None:
+        return str(limits["memory"])
+    return SHM_SIZE_DEFAULT
+
 
 PREEMPTION_AWARE_ENTRYPOINT = f"""\
 # Run "$@" (torchrun) as a child; forward SIGTERM to it; report "preempted" with exit code
@@ -149,11 +200,26 @@ exit "$rc"
 """
 
 ROTATION_ENTRYPOINT = """\
-# Run "$@" (olmo-ckpt rotate) and keep its summary as the container's termination message.
-out=$("$@" 2>&1)
-rc=$?
-printf '%s\\n' "$out"
-printf '%s\\n' "$out" | tail -n 20 > /dev/termination-log 2>/dev/null || true
+# Run "$@" (olmo-ckpt rotate) as a child and keep the last lines of its output (the summary) as
+# the container's termination message. sh is PID 1 here, and PID 1 ignores a SIGTERM it has no
+# trap for: forward SIGTERM (and SIGINT) to the child, which stops at once (exit 143).
+log=$(mktemp) || exec "$@"  # no writable $TMPDIR: no termination message, "$@" as PID 1
+term=0 child=
+trap 'term=1; kill -TERM "$child" 2>/dev/null' TERM INT
+"$@" >"$log" 2>&1 &
+child=$!
+if [ "$term" = 1 ]; then kill -TERM "$child" 2>/dev/null; fi  # signalled before $child was set
+while :; do
+  wait "$child"
+  rc=$?
+  # a trapped signal interrupts wait (rc > 128) while the child is still running or unreaped
+  if [ "$rc" -gt 128 ] && kill -0 "$child" 2>/dev/null; then continue; fi
+  break
+done
+cat "$log"
+summary=$(tail -n 20 "$log")
+printf '%s\\n' "$summary" > /dev/termination-log 2>/dev/null || true
+rm -f "$log"
 exit "$rc"
 """
 
@@ -344,12 +410,15 @@ def trainer_job(job: OLMoJob, state: AttemptState) -> dict[str, Any]:
     mounts = [
         {"name": "checkpoints", "mountPath": c.CHECKPOINTS_MOUNT},
         {"name": "data", "mountPath": c.DATA_MOUNT, "readOnly": True},
-        {"name": "dshm", "mountPath": c.SHM_MOUNT},
+        {"name": SHM_VOLUME, "mountPath": c.SHM_MOUNT},
     ]
     volumes: list[dict[str, Any]] = [
         _volume_pvc("checkpoints", spec.checkpoint.claim_name),
         _volume_pvc("data", spec.dataset.claim_name, read_only=True),
-        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+        {
+            "name": SHM_VOLUME,
+            "emptyDir": {"medium": "Memory", "sizeLimit": shm_size_limit(spec.resources)},
+        },
     ]
     if spec.model.preset is None:
         ref_name, ref_key = (
@@ -374,7 +443,6 @@ def trainer_job(job: OLMoJob, state: AttemptState) -> dict[str, Any]:
         "env": env,
         "ports": [{"name": "rendezvous", "containerPort": c.RENDEZVOUS_PORT, "protocol": "TCP"}],
         "volumeMounts": mounts,
-        "securityContext": dict(RESTRICTED_CONTAINER_SECURITY),
     }
     resources = _trainer_resources(spec)
     if resources:
@@ -385,11 +453,11 @@ def trainer_job(job: OLMoJob, state: AttemptState) -> dict[str, Any]:
         "subdomain": name,
         "serviceAccountName": progress_account_name(job.name),
         "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
-        "securityContext": dict(RESTRICTED_POD_SECURITY),
         **_pull_secrets(spec),
         "containers": [container],
         "volumes": volumes,
     }
+    _restricted_pod(pod_spec)
     if spec.priority_class_name:
         pod_spec["priorityClassName"] = spec.priority_class_name
     if pool is not None:
@@ -508,18 +576,25 @@ def eval_deployment(job: OLMoJob) -> dict[str, Any]:
             "failureThreshold": 3,
         },
         "env": _job_env(job, None) + _wandb_env(spec),
-        "volumeMounts": [{"name": "checkpoints", "mountPath": c.CHECKPOINTS_MOUNT}],
-        "securityContext": dict(RESTRICTED_CONTAINER_SECURITY),
+        # The dataset too, read-only at the trainer's path: a checkpoint's tokenizer is the
+        # tokenizer.json next to the manifest of its config's data.paths (/data/<path>).
+        "volumeMounts": [
+            {"name": "checkpoints", "mountPath": c.CHECKPOINTS_MOUNT},
+            {"name": "data", "mountPath": c.DATA_MOUNT, "readOnly": True},
+        ],
     }
     if spec.eval.resources:
         container["resources"] = quantities(spec.eval.resources)
     pod_spec: dict[str, Any] = {
         "serviceAccountName": progress_account_name(job.name),
-        "securityContext": dict(RESTRICTED_POD_SECURITY),
         **_pull_secrets(spec),
         "containers": [container],
-        "volumes": [_volume_pvc("checkpoints", spec.checkpoint.claim_name)],
+        "volumes": [
+            _volume_pvc("checkpoints", spec.checkpoint.claim_name),
+            _volume_pvc("data", spec.dataset.claim_name, read_only=True),
+        ],
     }
+    _restricted_pod(pod_spec)
     if spec.priority_class_name:
         pod_spec["priorityClassName"] = spec.priority_class_name
     if spec.eval.node_selector:
@@ -585,7 +660,6 @@ def dataprep_job(job: OLMoJob) -> dict[str, Any]:
             {"name": "pipeline", "mountPath": c.PIPELINE_MOUNT, "readOnly": True},
             {"name": "data", "mountPath": c.DATA_MOUNT},
         ],
-        "securityContext": dict(RESTRICTED_CONTAINER_SECURITY),
     }
     if prepare.resources:
         container["resources"] = quantities(prepare.resources)
@@ -613,23 +687,26 @@ def dataprep_job(job: OLMoJob) -> dict[str, Any]:
             },
             "template": {
                 "metadata": {"labels": labels(job.name, c.DATAPREP)},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "securityContext": dict(RESTRICTED_POD_SECURITY),
-                    **_pull_secrets(spec),
-                    "containers": [container],
-                    "volumes": [
-                        {
-                            "name": "pipeline",
-                            "configMap": {
-                                "name": prepare.pipeline.name,
-                                "items": [{"key": prepare.pipeline.key, "path": c.PIPELINE_FILE}],
+                "spec": _restricted_pod(
+                    {
+                        "restartPolicy": "Never",
+                        "automountServiceAccountToken": False,
+                        **_pull_secrets(spec),
+                        "containers": [container],
+                        "volumes": [
+                            {
+                                "name": "pipeline",
+                                "configMap": {
+                                    "name": prepare.pipeline.name,
+                                    "items": [
+                                        {"key": prepare.pipeline.key, "path": c.PIPELINE_FILE}
+                                    ],
+                                },
                             },
-                        },
-                        _volume_pvc("data", spec.dataset.claim_name),
-                    ],
-                },
+                            _volume_pvc("data", spec.dataset.claim_name),
+                        ],
+                    }
+                ),
             },
         },
     }
@@ -645,7 +722,6 @@ def rotation_job(job: OLMoJob) -> dict[str, Any]:
         "command": ["/bin/sh", "-c", ROTATION_ENTRYPOINT, "olmo-rotate"],
         "args": rotate_args(spec),
         "volumeMounts": [{"name": "checkpoints", "mountPath": c.CHECKPOINTS_MOUNT}],
-        "securityContext": dict(RESTRICTED_CONTAINER_SECURITY),
     }
     return {
         "apiVersion": "batch/v1",
@@ -658,14 +734,15 @@ def rotation_job(job: OLMoJob) -> dict[str, Any]:
             "activeDeadlineSeconds": 1800,
             "template": {
                 "metadata": {"labels": labels(job.name, c.ROTATION)},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "securityContext": dict(RESTRICTED_POD_SECURITY),
-                    **_pull_secrets(spec),
-                    "containers": [container],
-                    "volumes": [_volume_pvc("checkpoints", spec.checkpoint.claim_name)],
-                },
+                "spec": _restricted_pod(
+                    {
+                        "restartPolicy": "Never",
+                        "automountServiceAccountToken": False,
+                        **_pull_secrets(spec),
+                        "containers": [container],
+                        "volumes": [_volume_pvc("checkpoints", spec.checkpoint.claim_name)],
+                    }
+                ),
             },
         },
     }
