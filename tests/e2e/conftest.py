@@ -1,6 +1,11 @@
 """Fixtures of the end-to-end tests: the operator tests' API emulator and real kopf operator,
 their job controller (without its stand-in kubelet), the Deployment controller, and the test
-kubelet that runs every pod as a local process (``tests/e2e/kubelet.py``)."""
+kubelet that runs every pod as local processes or as containers of its image
+(``tests/e2e/kubelet.py``).
+
+The kubelet's runtime is the ``kubelet_runtime`` fixture: ``"process"`` unless a test
+parametrizes it (``@pytest.mark.parametrize("kubelet_runtime", ["container"])``; mark those
+``images``: container mode needs the engine, and the images the pods name)."""
 
 from __future__ import annotations
 
@@ -11,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.engine import engine
 from tests.operator import conftest as operator_tests
 from tests.operator.conftest import FakeJobController, K8s
 from tests.operator.emulator import ApiServer
 
-from .kubelet import FakeDeploymentController, Kubelet, venv_bin
+from .kubelet import ContainerRuntime, FakeDeploymentController, Kubelet, ProcessRuntime, venv_bin
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,10 +47,11 @@ def torch_extensions_dir() -> str:
 
 def image_torch_extensions() -> dict[str, str]:
     """Where DeepSpeed's CPU communication op (deepspeed_shm_comm) is JIT-built once per machine,
-    as if it came with the image, rather than again (a minute of g++) in the fresh HOME of every
-    pod. Not the host's own cache: the pods build with the venv's ``ninja`` (the image's PATH has
-    the venv first), other runs on the host often with the system's, and torch rebuilds an
-    extension whenever another ninja version wrote its build log."""
+    as if it came with the image (the trainer image has it prebuilt), rather than again (a
+    minute of g++) in the fresh HOME of every pod: process mode sets it over the pod's own
+    ``TORCH_EXTENSIONS_DIR``. Not the host's own cache: the pods build with the venv's ``ninja``
+    (the image's PATH has the venv first), other runs on the host often with the system's, and
+    torch rebuilds an extension whenever another ninja version wrote its build log."""
     return {"TORCH_EXTENSIONS_DIR": torch_extensions_dir() + "-e2e-image"}
 
 
@@ -67,22 +74,40 @@ def job_controller(k8s: K8s) -> Iterator[FakeJobController]:
 
 
 @pytest.fixture
+def kubelet_runtime() -> str:
+    """``process`` or ``container``: how the ``kubelet`` fixture runs pods (parametrize it)."""
+    return "process"
+
+
+def make_runtime(kind: str) -> ProcessRuntime | ContainerRuntime:
+    """The kubelet runtime of the e2e tests: the venv as every image, or the Docker engine."""
+    if kind == "process":
+        return ProcessRuntime(
+            venv_bin=venv_bin(),
+            image_paths={"/app/configs": REPO_ROOT / "configs", "/opt/venv": venv_bin().parent},
+            override_env=image_torch_extensions(),
+        )
+    if kind == "container":
+        return ContainerRuntime(engine())
+    raise ValueError(f"unknown kubelet runtime {kind!r}")
+
+
+@pytest.fixture
 def kubelet(
-    request: pytest.FixtureRequest, emulator: ApiServer, tmp_path: Path
+    request: pytest.FixtureRequest, emulator: ApiServer, tmp_path: Path, kubelet_runtime: str
 ) -> Iterator[Kubelet]:
-    """The test kubelet (and the Deployment controller in its loop), on ``tmp_path/cluster``.
-    On failure, the tails of every container's log and the kubelet's timeline are printed."""
+    """The test kubelet (and the Deployment controller in its loop), on ``tmp_path/cluster``,
+    with the ``kubelet_runtime``. On failure, the tails of every container's log and the
+    kubelet's timeline are printed; every container is gone afterwards."""
     client = K8s.from_kubeconfig(emulator.kubeconfig)
     node = Kubelet(
         client,
         tmp_path / "cluster",
-        venv_bin=venv_bin(),
-        image_paths={"/app/configs": REPO_ROOT / "configs", "/opt/venv": venv_bin().parent},
+        runtime=make_runtime(kubelet_runtime),
         extra_env={
             "DS_ACCELERATOR": "cpu",
             "OMP_NUM_THREADS": "1",
             "OLMO_K8S_API_URL": emulator.url,
-            **image_torch_extensions(),
         },
     )
     node.controllers.append(FakeDeploymentController(client))

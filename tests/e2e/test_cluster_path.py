@@ -2,12 +2,20 @@
 
 The real kopf operator (``olmo_operator.handlers``) runs against the API emulator; the job
 controller and the Deployment controller make the pods of its Jobs and of the eval worker's
-Deployment; the test kubelet (``tests/e2e/kubelet.py``) runs every pod as local processes from
-its spec — ``torchrun`` under the operator's entrypoint, ``olmo-eval watch``, ``olmo-ckpt
-rotate``. A tiny 2-node × 1-process run (DeepSpeed ZeRO-3 on CPU, gloo) is preempted on one node
-once a checkpoint exists; the operator restarts the gang, the trainer resumes from the latest
-complete checkpoint, the eval worker evaluates every checkpoint, the final rotation keeps the
-newest two — and the final weights are bit-identical to an uninterrupted local ``torchrun`` run.
+Deployment; the test kubelet (``tests/e2e/kubelet.py``) runs every pod from its spec — as local
+processes (``process``), or as containers of the images the OLMoJob names (``container``: the
+trainer, eval-worker and data-prep images of docker/, as uid 10001 with a read-only root) —:
+``olmo-dataprep run`` in two Indexed-Job workers, ``torchrun`` under the operator's entrypoint,
+``olmo-eval watch``, ``olmo-ckpt rotate``.
+
+The dataset comes from the operator's data-prep Job: a small raw Dolma-format corpus (JSONL.gz,
+two sources, with a duplicate and two documents the language filter drops) in the data volume
+and a pipeline ConfigMap with every filter on, which turns it into token shards and a trained
+BPE tokenizer of 512 tokens (EOS 0, pad 1). A tiny 2-node × 1-process run (DeepSpeed ZeRO-3 on
+CPU, gloo) is then preempted on one node once a checkpoint exists; the operator restarts the
+gang, the trainer resumes from the latest complete checkpoint, the eval worker evaluates every
+checkpoint (with data-prep's tokenizer), the final rotation keeps the newest two — and the final
+weights are bit-identical to an uninterrupted local ``torchrun`` run on the same token folder.
 """
 
 from __future__ import annotations
@@ -23,20 +31,31 @@ import pytest
 import torch
 import yaml
 from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+from tokenizers import Tokenizer
 
 from olmo.checkpoints import layout
+from olmo.data.shards import read_manifest
 from olmo.train.checkpointing import DEEPSPEED_TAG
 from olmo_operator import contract as c
-from tests.operator.conftest import K8s, wait_for
-from tests.train.conftest import losses, run_trainer, write_dataset
+from tests.dataprep.conftest import english_docs, write_jsonl_gz
+from tests.engine import IMAGE_UID, require_image
+from tests.operator.conftest import COMPLETION_INDEX, K8s, wait_for
+from tests.train.conftest import losses, run_trainer
 
 from .conftest import image_torch_extensions
 from .kubelet import Kubelet, venv_bin
 
 pytestmark = pytest.mark.slow
 
+MODES = [
+    pytest.param("process", id="process"),
+    pytest.param("container", id="container", marks=pytest.mark.images),
+]
+
 NAME = "tiny"
 DATA_CLAIM, CHECKPOINT_CLAIM = "olmo-data", "olmo-checkpoints"
+PIPELINE = "tiny-pipeline"
+RAW = "raw"  # the raw corpus, in the data volume
 MAX_STEPS, INTERVAL, KEEP_LAST = 12, 3, 2
 VOCAB, SEQ_LEN = 512, 64
 # 32 instances of 64 tokens a step (micro-batches of 2): ~0.25 s a step on 2 CPU cores, so that
@@ -60,32 +79,16 @@ TRAIN_CONFIG = {
     "wandb": {"mode": "disabled"},
 }  # fmt: skip
 
-# English text for a small byte-level BPE tokenizer (the eval worker scores text tasks with it).
-ENGLISH = """\
-To open a jar that is stuck, run the lid under hot water for a minute and then twist it.
-If you want to keep bread fresh for longer, wrap it in a cloth and store it in a dry place.
-A wet phone should be turned off at once and left in a bowl of dry rice overnight.
-You can clean a cutting board by rubbing it with half a lemon and a spoon of coarse salt.
-To stop a door from squeaking, put a drop of oil on each of its hinges.
-When a shirt has a grease stain, cover the spot with chalk before you wash it.
-Use a rubber band around a stripped screw head to give the screwdriver more grip.
-Frozen pipes can be thawed slowly with a hair dryer, starting near the tap.
-Put a wooden spoon across a boiling pot so that the water does not boil over.
-To find a small lost item on the floor, cover the end of a vacuum hose with a thin sock.
-Plants grow better when they get water in the morning rather than in the heat of the day.
-A dull knife is more dangerous than a sharp one, because it slips off the food.
-"""
-
-
-def train_tokenizer(path: Path) -> Path:
-    """A byte-level BPE tokenizer of at most VOCAB tokens (data-prep's trainer: EOS is id 0)."""
-    from olmo_dataprep.tokenizer import train_bpe
-
-    tokenizer = train_bpe(ENGLISH.splitlines() * 4, vocab_size=VOCAB)
-    assert tokenizer.token_to_id("<|endoftext|>") == 0
-    assert tokenizer.get_vocab_size() <= VOCAB
-    tokenizer.save(str(path))
-    return path
+# Resources as a real OLMoJob would ask (enforced in container mode).
+TRAINER_RESOURCES = {"limits": {"memory": "3Gi", "cpu": "1"}, "requests": {"cpu": "500m"}}
+EVAL_RESOURCES = {"limits": {"memory": "2Gi", "cpu": "1"}}
+DATAPREP_RESOURCES = {"limits": {"memory": "1Gi", "cpu": "1"}}
+DOCS, BOOKS = 240, 30
+FRENCH = (
+    "Le moulin se trouve au bord de la rivière depuis plus de cent ans, et les habitants du "
+    "village y apportent leur blé chaque été. Les enfants regardent la roue tourner pendant que "
+    "le meunier note le poids de chaque sac dans son grand cahier."
+)
 
 
 def create_claim(k8s: K8s, name: str) -> None:
@@ -99,32 +102,102 @@ def create_claim(k8s: K8s, name: str) -> None:
     k8s.core.create_namespaced_persistent_volume_claim(k8s.namespace, body)
 
 
+def write_corpus(data: Path) -> dict[str, int]:
+    """The raw corpus in the data volume (Dolma JSONL.gz): two web files and one of books, with
+    an exact duplicate and two documents the language filter drops; the input counts."""
+    docs = english_docs(DOCS, seed=7)
+    dolma = {"added": "2026-12-01T00:00:00Z", "created": "2026-01-01T00:00:00Z"}
+    web = [
+        {"id": f"web-{i:04d}", "text": t, "source": "web", **dolma,
+         "metadata": {"url": f"https://example.org/{i}"}}
+        for i, t in enumerate(docs)
+    ]  # fmt: skip
+    web += [
+        {"id": "web-duplicate", "text": docs[3], "source": "web", **dolma,
+         "metadata": {"url": "https://example.org/copy"}},
+        {"id": "web-french", "text": FRENCH, "source": "web", **dolma},
+        {"id": "web-short", "text": "Too short.", "source": "web", **dolma},
+    ]  # fmt: skip
+    books = [
+        {"id": f"book-{i:03d}", "text": t, "source": "books", **dolma}
+        for i, t in enumerate(english_docs(BOOKS, seed=8, paragraphs=3))
+    ]
+    write_jsonl_gz(data / RAW / "web" / "web-0000.jsonl.gz", web[::2])
+    write_jsonl_gz(data / RAW / "web" / "web-0001.jsonl.gz", web[1::2])
+    write_jsonl_gz(data / RAW / "books" / "books-0000.jsonl.gz", books)
+    return {"web": len(web), "books": len(books)}
+
+
+def pipeline_config(raw: str) -> dict:
+    """The data-prep pipeline (every filter on, recipe defaults), reading ``raw``: the corpus
+    folder as the data-prep pods see it. In container mode that is ``/data/raw``; process mode
+    cannot rewrite paths inside a ConfigMap's file, so there it is the host folder."""
+    return {
+        "seed": 0,
+        "sources": [
+            {"name": "web", "paths": [f"{raw}/web"]},
+            {"name": "books", "paths": [f"{raw}/books"], "weight": 2.0},
+        ],
+        # a BPE trained on the kept text, the size of the model's vocabulary
+        "tokenizer": {"name": "train", "train_vocab_size": VOCAB},
+        "processes": 1,  # each worker maps its files itself (2 workers on 2 cores)
+    }
+
+
 @pytest.fixture
-def dataset(k8s: K8s, kubelet: Kubelet) -> Path:
-    """The two PVCs; in the dataset volume, token shards plus a tokenizer (what data-prep
-    leaves there)."""
+def corpus(k8s: K8s, kubelet: Kubelet, kubelet_runtime: str) -> dict[str, int]:
+    """The two PVCs, the raw corpus in the data volume and the pipeline ConfigMap."""
     create_claim(k8s, DATA_CLAIM)
     create_claim(k8s, CHECKPOINT_CLAIM)
-    folder = write_dataset(kubelet.claim_dir(DATA_CLAIM) / "tokens", num_docs=200)
-    train_tokenizer(folder / "tokenizer.json")
-    return folder
+    data = kubelet.claim_dir(DATA_CLAIM)
+    counts = write_corpus(data)
+    raw = f"{c.DATA_MOUNT}/{RAW}" if kubelet_runtime == "container" else str(data / RAW)
+    body = {
+        "metadata": {"name": PIPELINE},
+        "data": {c.PIPELINE_FILE: yaml.safe_dump(pipeline_config(raw), sort_keys=False)},
+    }
+    k8s.core.create_namespaced_config_map(k8s.namespace, body)
+    return counts
 
 
-def olmojob_spec() -> dict:
+def images(mode: str) -> dict[str, str]:
+    """The images the OLMoJob names: the real ones in container mode (which must exist)."""
+    if mode == "container":
+        return {name: require_image(name) for name in ("trainer", "evalworker", "dataprep")}
+    return {name: f"olmo-{name}:e2e" for name in ("trainer", "evalworker", "dataprep")}
+
+
+def olmojob_spec(image: dict[str, str]) -> dict:
     return {
         "model": {"config": yaml.safe_dump(TRAIN_CONFIG)},
-        "image": "olmo-trainer:e2e",
+        "image": image["trainer"],
         "nodes": 2,
         "gpusPerNode": 0,
         "processesPerNode": 1,
-        "dataset": {"claimName": DATA_CLAIM, "path": "tokens"},
+        "resources": TRAINER_RESOURCES,
+        "dataset": {
+            "claimName": DATA_CLAIM,
+            "path": "tokens",
+            "prepare": {
+                "pipelineConfigMap": {"name": PIPELINE},
+                "workers": 2,
+                "image": image["dataprep"],
+                "resources": DATAPREP_RESOURCES,
+            },
+        },
         "checkpoint": {
             "claimName": CHECKPOINT_CLAIM,
             "interval": INTERVAL,
             "keepLast": KEEP_LAST,
             "requireEvaluated": True,
         },
-        "eval": {"enabled": True, "tasks": ["piqa"], "limit": 2},
+        "eval": {
+            "enabled": True,
+            "image": image["evalworker"],
+            "tasks": ["piqa"],
+            "limit": 2,
+            "resources": EVAL_RESOURCES,
+        },
         "maxSteps": MAX_STEPS,
         "maxFailures": 1,
         "terminationGracePeriodSeconds": GRACE_SECONDS,
@@ -158,16 +231,50 @@ def fp32_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=DEEPSPEED_TAG)
 
 
+@pytest.mark.parametrize("kubelet_runtime", MODES)
 def test_preempted_run_resumes_to_the_same_weights_as_an_uninterrupted_run(
-    k8s: K8s, operator, job_controller, kubelet: Kubelet, dataset: Path, tmp_path: Path
+    k8s: K8s,
+    operator,
+    job_controller,
+    kubelet: Kubelet,
+    kubelet_runtime: str,
+    corpus: dict[str, int],
+    tmp_path: Path,
 ):
+    image = images(kubelet_runtime)
     run_dir = kubelet.claim_dir(CHECKPOINT_CLAIM) / NAME
+    dataset = kubelet.claim_dir(DATA_CLAIM) / "tokens"
     started = time.monotonic()
 
     def milestone(what: str) -> None:
-        print(f"{time.monotonic() - started:7.1f}s {what}", file=sys.__stdout__, flush=True)
+        print(
+            f"{time.monotonic() - started:7.1f}s [{kubelet_runtime}] {what}",
+            file=sys.__stdout__,
+            flush=True,
+        )
 
-    k8s.create_olmojob(NAME, olmojob_spec())
+    k8s.create_olmojob(NAME, olmojob_spec(image))
+
+    # Data-prep first: two workers of an Indexed Job write the token shards and the tokenizer.
+    prepared = wait_for(
+        lambda: next(
+            (
+                cond
+                for cond in status_of(k8s).get("conditions") or []
+                if cond["type"] == "DataPrepared" and cond["status"] == "True"
+            ),
+            None,
+        ),
+        RUN_TIMEOUT,
+        0.1,
+        "the data-prep Job to finish",
+    )
+    read_manifest(dataset)  # the trainer's reader accepts it
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    milestone(
+        f"data prepared: {manifest['total_tokens']} tokens, {len(manifest['shards'])} shards "
+        f"({prepared['message']})"
+    )
 
     # Attempt 1 trains on two "nodes"; once its first checkpoint is complete, node 1 goes away.
     first = wait_for(
@@ -233,7 +340,10 @@ def test_preempted_run_resumes_to_the_same_weights_as_an_uninterrupted_run(
     assert final["progress"]["attempt"] == 2  # reported by the pods of attempt 2
     assert final["tokens"] == MAX_STEPS * GLOBAL_BATCH * SEQ_LEN
     assert final["latestCheckpoint"]["step"] == MAX_STEPS
-    assert Path(final["latestCheckpoint"]["path"]) == final_ckpt
+    # the path as the pods see it: the volume's mount path (process mode: its host folder)
+    claim = kubelet.claim_dir(CHECKPOINT_CLAIM)
+    seen_at = Path(c.CHECKPOINTS_MOUNT) if kubelet_runtime == "container" else claim
+    assert Path(final["latestCheckpoint"]["path"]) == seen_at / final_ckpt.relative_to(claim)
     assert final["lastEval"]["step"] == MAX_STEPS
     assert set(final["lastEval"]["headline"]) == {"piqa"}
     assert final["finalRotation"]["phase"] == "Succeeded"
@@ -251,6 +361,36 @@ def test_preempted_run_resumes_to_the_same_weights_as_an_uninterrupted_run(
         results = json.loads(layout.eval_result_path(run_dir, step).read_text())
         assert results["step"] == step
         assert "piqa" in results["tasks"]
+        assert Path(results["tokenizer"]).parts[-2:] == ("tokens", "tokenizer.json")  # data-prep's
+
+    # ---- the dataset: data-prep's two workers, every filter, a 512-token BPE ------------
+    dataprep_pods = [
+        run
+        for run in kubelet.runs()
+        if run.pod["metadata"]["labels"].get(c.LABEL_COMPONENT) == c.DATAPREP
+    ]
+    assert sorted(run.pod["metadata"]["labels"][COMPLETION_INDEX] for run in dataprep_pods) == [
+        "0",
+        "1",
+    ]
+    assert all(run.sent["phase"] == "Succeeded" for run in dataprep_pods)
+    counts = manifest["stage_counts"]
+    assert counts["documents_in"] == sum(corpus.values())
+    assert counts["dropped"]["doc_dedup"] == {"duplicate": 1}
+    assert counts["dropped"]["langid"] == {"language": 2}
+    assert manifest["sources"]["books"]["copies_written"] == 2 * BOOKS  # weight 2.0
+    assert (manifest["eos_token_id"], manifest["dtype"]) == (0, "uint16")
+    model = TRAIN_CONFIG["model"]  # the trainer's vocabulary, EOS and padding are data-prep's
+    assert (manifest["tokenizer"]["eos_token_id"], manifest["tokenizer"]["pad_token_id"]) == (
+        model["eos_token_id"],
+        model["pad_token_id"],
+    )
+    tokenizer = Tokenizer.from_file(str(dataset / "tokenizer.json"))
+    assert tokenizer.get_vocab_size() <= VOCAB
+    assert tokenizer.token_to_id("<|endoftext|>") == 0
+    if kubelet_runtime == "container":  # written by the images' user, through fsGroup
+        assert (dataset / "manifest.json").stat().st_uid == IMAGE_UID
+        assert final_ckpt.stat().st_uid == IMAGE_UID
 
     # ---- the same model as an uninterrupted run -------------------------------------------
     config = tmp_path / "reference.yaml"

@@ -1,25 +1,43 @@
-"""The test kubelet's emulation rules (``tests/e2e/kubelet.py``), with ``/bin/sh`` pods."""
+"""The test kubelet's emulation rules (``tests/e2e/kubelet.py``): as functions, with ``/bin/sh``
+pods in process mode, and in container mode (marked ``images``) with ``python3 -c`` pods of the
+data-prep image (small, no torch): the pod's user, env, mounts and read-only root, exit codes,
+signal deaths and OOM kills, SIGTERM then SIGKILL after the grace period, a missing image, the
+``runAsNonRoot`` check, and cleanup."""
 
 from __future__ import annotations
 
 import base64
+import json
 import time
+from decimal import Decimal
 from pathlib import Path
 
+import psutil
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from tests.engine import engine, require_image
 from tests.operator.conftest import K8s, wait_for
 
 from .kubelet import (
     FINALIZER,
+    LABEL,
+    LABEL_OWNER,
+    ConfigError,
     Kubelet,
     PathMap,
+    VolumeMount,
     dns_rewriter,
+    docker_create_args,
     expand,
     field_value,
+    memory_bytes,
+    milli_cpus,
+    parse_quantity,
+    pod_dns_names,
     remap_port_args,
     remap_ports_in_text,
+    remove_orphans,
 )
 
 TIMEOUT = 15.0
@@ -140,8 +158,8 @@ def claim(k8s: K8s, name: str) -> None:
     k8s.core.create_namespaced_persistent_volume_claim(k8s.namespace, body)
 
 
-def test_an_indexed_jobs_pods_run_from_their_spec(k8s: K8s, job_controller, kubelet: Kubelet):
-    claim(k8s, "work")
+def config_map_and_secret(k8s: K8s) -> None:
+    """ConfigMap ``cfg`` (greeting=hello) and Secret ``creds`` (token=s3cret)."""
     k8s.core.create_namespaced_config_map(
         k8s.namespace, {"metadata": {"name": "cfg"}, "data": {"greeting": "hello"}}
     )
@@ -149,6 +167,11 @@ def test_an_indexed_jobs_pods_run_from_their_spec(k8s: K8s, job_controller, kube
     k8s.core.create_namespaced_secret(
         k8s.namespace, {"metadata": {"name": "creds"}, "data": {"token": token}}
     )
+
+
+def test_an_indexed_jobs_pods_run_from_their_spec(k8s: K8s, job_controller, kubelet: Kubelet):
+    claim(k8s, "work")
+    config_map_and_secret(k8s)
     k8s.core.create_namespaced_service(
         k8s.namespace,
         {
@@ -389,3 +412,389 @@ def test_a_deployments_pod_restarts_with_back_off_and_goes_with_it(k8s, kubelet)
     assert owner["kind"] == "ReplicaSet" and owner["name"].startswith("crashy-")
     k8s.apps.delete_namespaced_deployment("crashy", k8s.namespace)
     wait_for(lambda: not k8s.pods("app=crashy"), TIMEOUT, message="the pods to be collected")
+
+
+# --------------------------------------------------------------------------------------------
+# Container mode: the pod spec → Docker, as a function
+
+
+def test_quantities_are_parsed_as_kubernetes_does():
+    assert parse_quantity("500m") == Decimal("0.5")
+    assert parse_quantity(2) == 2
+    assert parse_quantity("1.5") == Decimal("1.5")
+    assert memory_bytes("2Gi") == 2 * 1024**3
+    assert memory_bytes("128M") == 128_000_000
+    assert memory_bytes("1e9") == 10**9
+    assert memory_bytes("0.5Ki") == 512
+    assert memory_bytes("1.5m") == 1  # rounded up, as Kubernetes does
+    assert milli_cpus("250m") == 250 and milli_cpus("2") == 2000 and milli_cpus("0.1") == 100
+    for bad in ("1Gb", "", "Gi", "1 Gi", "-"):
+        with pytest.raises(ValueError, match="quantity"):
+            parse_quantity(bad)
+
+
+def _pod(container: dict, **spec) -> dict:
+    return {
+        "metadata": {"name": "p-0-abcde", "namespace": "ml"},
+        "spec": {"containers": [container], **spec},
+    }
+
+
+def _create(pod: dict, env: dict | None = None, mounts=(), image: dict | None = None):
+    return docker_create_args(
+        pod,
+        pod["spec"]["containers"][0],
+        env or {},
+        list(mounts),
+        Path("/host/term"),
+        image_config=image or {"User": "10001:10001"},
+        labels={},
+        node_memory=8 * 1024**3,
+    )
+
+
+def test_command_and_args_follow_kubernetes_not_docker():
+    env = {"WHO": "w"}
+    both = _create(
+        _pod({"name": "c", "image": "i", "command": ["a", "$(WHO)"], "args": ["b"]}), env
+    )
+    assert (both.config["entrypoint"], both.config["command"]) == (["a", "w"], ["b"])
+    command = _create(_pod({"name": "c", "image": "i", "command": ["a"]}))
+    assert command.config["entrypoint"] == ["a"] and "command" not in command.config  # no CMD
+    args = _create(_pod({"name": "c", "image": "i", "args": ["--x=$(WHO)", "$$(WHO)"]}), env)
+    assert "entrypoint" not in args.config and args.config["command"] == ["--x=w", "$(WHO)"]
+    neither = _create(_pod({"name": "c", "image": "i"}))
+    assert "entrypoint" not in neither.config and "command" not in neither.config
+
+
+def test_the_user_comes_from_the_security_context_else_the_image():
+    def user(image_user: str, pod_sc: dict, sc: dict | None = None):
+        pod = _pod({"name": "c", "image": "i", "securityContext": sc or {}}, securityContext=pod_sc)
+        return _create(pod, image={"User": image_user}).config.get("user")
+
+    assert user("10001:10001", {}) is None  # the image's USER
+    assert user("", {"runAsUser": 5, "runAsGroup": 6}) == "5:6"
+    assert user("", {"runAsUser": 5, "runAsGroup": 6}, {"runAsUser": 7}) == "7:6"
+    assert user("10001:10001", {"runAsGroup": 6}) == "10001:6"
+    assert user("", {"runAsUser": 5}) == "5"
+    assert user("10001", {"runAsNonRoot": True}) is None
+    for image_user, pod_sc, message in (
+        ("olmo", {"runAsNonRoot": True}, "non-numeric user"),
+        ("", {"runAsNonRoot": True}, "will run as root"),
+        ("10001", {"runAsNonRoot": True, "runAsUser": 0}, "breaks non-root policy"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            user(image_user, pod_sc)
+
+
+def test_memory_backed_empty_dirs_are_tmpfs_and_dev_shm_is_sized_like_kubernetes():
+    def mount(path: str, size: int | None = None) -> VolumeMount:
+        host = Path("/host") / path.strip("/")
+        return VolumeMount(path, host, "v", "emptyDir", host, memory=True, size_limit=size)
+
+    limited = {
+        "name": "c",
+        "image": "i",
+        "resources": {"limits": {"memory": "1Gi", "cpu": "1500m"}},
+    }
+    got = _create(_pod(limited), mounts=[mount("/dev/shm"), mount("/scratch", 2**20)])
+    assert got.host["shm_size"] == 2**30  # no sizeLimit: the pod's memory limit
+    assert got.host["tmpfs"] == {"/scratch": f"rw,size={2**20},mode=0777"}
+    assert got.host["mem_limit"] == got.host["memswap_limit"] == 2**30
+    assert got.host["nano_cpus"] == 1_500_000_000 and got.host["cpu_shares"] == 1536
+    unlimited = _create(_pod({"name": "c", "image": "i"}), mounts=[mount("/dev/shm")])
+    assert unlimited.host["shm_size"] == 8 * 1024**3  # the node's memory
+    assert "mem_limit" not in unlimited.host and "nano_cpus" not in unlimited.host
+    capped = _create(_pod(limited), mounts=[mount("/dev/shm", 4 * 2**30)])
+    assert capped.host["shm_size"] == 2**30
+    assert not [m for m in capped.host["mounts"] if m["Target"] == "/dev/shm"]
+
+
+def test_pod_dns_names_cover_the_pod_and_the_hosts_its_env_names():
+    pod = {
+        "metadata": {"name": "llm-a1-1-xyz", "namespace": "ml"},
+        "spec": {"hostname": "llm-a1-1", "subdomain": "llm-a1"},
+    }
+    names = pod_dns_names(pod, ["llm-a1-0.llm-a1", "tcp://other-0.other:1", "llm-a1"])
+    assert names[0] == "llm-a1-1"
+    for host in ("llm-a1-1", "llm-a1-0"):
+        for suffix in ("", ".ml", ".ml.svc", ".ml.svc.cluster.local"):
+            assert f"{host}.llm-a1{suffix}" in names
+    assert not [n for n in names if "other" in n]
+    assert pod_dns_names({"metadata": {"name": "solo"}, "spec": {}}, ["x.y"]) == ["solo"]
+
+
+# --------------------------------------------------------------------------------------------
+# Container mode: pods through the API, as containers of an image
+
+
+def py_pod(name: str, image: str, script: str, **spec) -> dict:
+    """A pod running ``python3 -c script`` in ``image``."""
+    container = {"name": "main", "image": image, "command": ["python3", "-c", script]}
+    container.update(spec.pop("container", {}))
+    return {
+        "metadata": {"name": name, "labels": {"app": "e2e-kubelet-test"}},
+        "spec": {"restartPolicy": "Never", "containers": [container], **spec},
+    }
+
+
+@pytest.fixture
+def small_image() -> str:
+    """A project image with python3 and /bin/sh (the data-prep image: no torch, starts fast)."""
+    return require_image("dataprep")
+
+
+INSPECT_SCRIPT = r"""
+import json, os, socket, sys
+out = {
+    "uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups()),
+    "cwd": os.getcwd(), "argv": sys.argv[1:],
+    "env": {
+        k: os.environ.get(k)
+        for k in ("GREETING", "INDEX", "HOSTNAME", "EXTRA", "PATH", "CFG_greeting", "TOKEN")
+    },
+    "dns": {n: socket.gethostbyname(n) for n in ("me.gang", "peer-1.gang.default.svc")},
+    "config": open("/etc/cfg/greeting").read(),
+    "tmpfs": {p: t for _, p, t, *_ in (l.split() for l in open("/proc/self/mounts"))},
+    "sizes": {p: os.statvfs(p).f_blocks * os.statvfs(p).f_frsize for p in ("/dev/shm", "/mem")},
+}
+paths = ("/written-to-root", "/etc/cfg/new", "/scratch/ok", "/work/ok", "/ro/x", "/sub/ok",
+         "/mem/ok", "/host/x")
+for path in paths:
+    try:
+        open(path, "w").write("x")
+        out[path] = "written"
+    except OSError as e:
+        out[path] = e.strerror
+json.dump(out, open("/work/result.json", "w"))
+open("/dev/termination-log", "w").write("inspected")
+sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("kubelet_runtime", ["container"])
+@pytest.mark.images
+def test_a_container_runs_with_the_pods_user_env_mounts_and_read_only_root(
+    k8s: K8s, kubelet: Kubelet, small_image: str, tmp_path: Path
+):
+    claim(k8s, "work")
+    config_map_and_secret(k8s)
+    host_path = tmp_path / "host-path"
+    host_path.mkdir()
+    host_path.chmod(0o755)  # root's: fsGroup does not apply to hostPath volumes
+    kubelet.extra_env["EXTRA"] = "from-the-kubelet"
+    pod = py_pod(
+        "inspected",
+        small_image,
+        INSPECT_SCRIPT,
+        hostname="me",
+        subdomain="gang",
+        securityContext={
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "runAsNonRoot": True,
+            "fsGroup": 2000,
+        },
+        volumes=[
+            {"name": "work", "persistentVolumeClaim": {"claimName": "work"}},
+            {"name": "cfg", "configMap": {"name": "cfg"}},
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+            {"name": "host", "hostPath": {"path": str(host_path)}},
+        ],
+        container={
+            "args": ["$(GREETING)", "$$(GREETING)"],
+            "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}],
+            "workingDir": "/work",
+            "env": [
+                {"name": "WHO", "value": "world"},
+                {"name": "GREETING", "value": "hello $(WHO)"},
+                {"name": "INDEX", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "PEER", "value": "peer-1.gang.default.svc"},
+                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
+            ],
+            "volumeMounts": [
+                {"name": "work", "mountPath": "/work"},
+                {"name": "cfg", "mountPath": "/etc/cfg"},
+                {"name": "scratch", "mountPath": "/scratch"},
+                {"name": "work", "mountPath": "/ro", "readOnly": True},
+                {"name": "work", "mountPath": "/sub", "subPath": "nested"},
+                {"name": "mem", "mountPath": "/mem"},
+                {"name": "dshm", "mountPath": "/dev/shm"},
+                {"name": "host", "mountPath": "/host"},
+            ],
+            "securityContext": {
+                "readOnlyRootFilesystem": True,
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+            },
+        },
+    )
+    create(k8s, pod)
+    wait_for(lambda: phase(k8s, "inspected") == "Failed", 60, message="the pod to end")
+    state = terminated(k8s.pod("inspected"))
+    assert (state["exitCode"], state["reason"], state["message"]) == (3, "Error", "inspected")
+    assert state["containerID"].startswith("docker://")
+    work = kubelet.claim_dir("work")
+    out = json.loads((work / "result.json").read_text())
+    assert (out["uid"], out["gid"]) == (10001, 10001)
+    assert 2000 in out["groups"]  # fsGroup
+    assert out["cwd"] == "/work"
+    assert out["argv"] == ["hello world", "$(GREETING)"]
+    assert out["env"]["GREETING"] == "hello world"
+    assert out["env"]["INDEX"] == "inspected"
+    assert out["env"]["HOSTNAME"] == "me"
+    assert out["env"]["EXTRA"] == "from-the-kubelet"
+    assert out["env"]["PATH"].startswith("/opt/venv/bin")  # the image's, not the kubelet's
+    assert out["dns"] == {"me.gang": "127.0.0.1", "peer-1.gang.default.svc": "127.0.0.1"}
+    assert out["config"] == "hello"
+    assert out["/written-to-root"] == "Read-only file system"
+    assert out["/etc/cfg/new"] == "Read-only file system"  # configMap volumes are read-only
+    assert out["/ro/x"] == "Read-only file system"  # a readOnly mount of the claim
+    assert out["/scratch/ok"] == out["/work/ok"] == out["/sub/ok"] == out["/mem/ok"] == "written"
+    assert (work / "nested" / "ok").exists()  # subPath
+    assert out["/host/x"] == "Permission denied"  # hostPath: root's, no fsGroup
+    assert out["env"]["CFG_greeting"] == "hello" and out["env"]["TOKEN"] == "s3cret"
+    assert out["tmpfs"]["/mem"] == out["tmpfs"]["/dev/shm"] == "tmpfs"
+    assert out["sizes"] == {"/dev/shm": 16 * 2**20, "/mem": 8 * 2**20}
+    written = (work / "ok").stat()
+    assert (written.st_uid, written.st_gid) == (10001, 2000)  # setgid folder of the fsGroup
+    assert work.stat().st_gid == 2000 and work.stat().st_mode & 0o2070 == 0o2070
+
+
+@pytest.mark.parametrize("kubelet_runtime", ["container"])
+@pytest.mark.images
+def test_a_deleted_container_gets_sigterm_then_sigkill_after_the_grace_period(
+    k8s: K8s, kubelet: Kubelet, small_image: str
+):
+    # A handler: exits at once with its own code. PID 1 without one ignores SIGTERM (as in a
+    # pod): SIGKILL after the grace period.
+    polite = "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\n"
+    polite += "print('ready', flush=True)\nwhile True: time.sleep(0.05)"
+    stubborn = "import time\nprint('ready', flush=True)\nwhile True: time.sleep(0.05)"
+    create(k8s, py_pod("polite", small_image, polite, terminationGracePeriodSeconds=20))
+    create(k8s, py_pod("stubborn", small_image, stubborn, terminationGracePeriodSeconds=2))
+    for name in ("polite", "stubborn"):
+        wait_for(lambda name=name: "ready" in kubelet.log_of(name), 60, message=f"{name} ready")
+    ids = {name: ids[0] for name, ids in kubelet.processes().items()}
+    for name, grace in (("polite", 20), ("stubborn", 2)):
+        inspected = engine().api.inspect_container(ids[name])["Config"]
+        assert (inspected["StopTimeout"], inspected["StopSignal"]) == (grace, "SIGTERM")
+    started = time.monotonic()
+    for name in ("polite", "stubborn"):
+        k8s.core.delete_namespaced_pod(name, k8s.namespace)
+    for name in ("polite", "stubborn"):
+        wait_for(lambda name=name: phase(k8s, name) == "<gone>", 30)
+    assert time.monotonic() - started >= 2  # the stubborn one's grace period passed first
+    killed = {pod for _, pod, what in kubelet.history if what.startswith("grace period over")}
+    assert killed == {"stubborn"}  # the polite one stopped on SIGTERM, well within its 20 s
+    runs = {run.name: run for run in kubelet.runs()}
+    assert runs["polite"].containers[0].exit_code == 7
+    assert runs["stubborn"].containers[0].exit_code == 137
+    assert runs["stubborn"].sent["phase"] == "Failed"
+    assert not kubelet.processes()
+
+
+@pytest.mark.parametrize("kubelet_runtime", ["container"])
+@pytest.mark.images
+def test_stop_removes_every_container_of_the_kubelet_and_orphans_go_too(
+    k8s: K8s, kubelet: Kubelet, small_image: str
+):
+    create(k8s, py_pod("sleeper", small_image, "import time; time.sleep(600)"))
+    wait_for(lambda: phase(k8s, "sleeper") == "Running", 60)
+    client = engine()
+    mine = {"label": [f"{LABEL}={kubelet.id}"]}
+    assert len(client.api.containers(filters=mine)) == 1
+    kubelet.stop()  # what the fixture does after a failed test too
+    assert not client.api.containers(all=True, filters=mine)
+    # A container left by a test process that was killed (its owner pid is gone)
+    dead = psutil.Process().pid
+    while psutil.pid_exists(dead):
+        dead += 1
+    orphan = client.api.create_container(
+        small_image, labels={LABEL: "e2e-orphan", LABEL_OWNER: str(dead)}, command=["--help"]
+    )["Id"]
+    assert orphan in remove_orphans(client)
+    assert not client.api.containers(all=True, filters={"id": orphan})
+
+
+@pytest.mark.parametrize("kubelet_runtime", ["container"])
+@pytest.mark.images
+def test_container_exit_codes_signals_oom_and_args_alone(k8s: K8s, kubelet: Kubelet, small_image):
+    # A signal death of PID 1 (a fault: PID 1's own kill(1, SIGKILL) would be ignored, as in a pod)
+    create(k8s, py_pod("signalled", small_image, "import ctypes; ctypes.string_at(0)"))
+    create(k8s, py_pod("clean", small_image, "print('bye')"))
+    hog = "b = bytearray(400 * 2**20); b[::4096] = b'x' * len(b[::4096]); print('sur' 'vived')"
+    memory = {"resources": {"limits": {"memory": "64Mi"}}}
+    create(k8s, py_pod("hog", small_image, hog, container=memory))
+    # args alone keep the image's ENTRYPOINT (olmo-dataprep)
+    create(
+        k8s,
+        sh_pod(
+            "entrypoint", "", container={"image": small_image, "command": [], "args": ["--help"]}
+        ),
+    )
+    for name in ("signalled", "clean", "hog", "entrypoint"):
+        wait_for(lambda name=name: phase(k8s, name) in ("Succeeded", "Failed"), 60)
+    states = {
+        name: terminated(k8s.pod(name)) for name in ("signalled", "clean", "hog", "entrypoint")
+    }
+    assert (states["clean"]["exitCode"], states["clean"]["reason"]) == (0, "Completed")
+    assert states["signalled"]["exitCode"] == 139 and states["signalled"]["signal"] == 11
+    assert (states["hog"]["exitCode"], states["hog"]["reason"]) == (137, "OOMKilled")
+    assert "survived" not in kubelet.log_of("hog")
+    assert states["entrypoint"]["exitCode"] == 0
+    assert "olmo-dataprep" in kubelet.log_of("entrypoint")
+
+
+@pytest.mark.parametrize("kubelet_runtime", ["container"])
+@pytest.mark.images
+def test_a_missing_image_waits_in_err_image_pull_and_starts_once_it_exists(
+    k8s: K8s, kubelet: Kubelet, small_image: str
+):
+    late = f"e2e-late-image:{kubelet.id}"
+    create(k8s, py_pod("late", late, "print('finally')"))
+
+    def waiting() -> str | None:
+        statuses = (k8s.pod("late").get("status") or {}).get("containerStatuses") or [{}]
+        return ((statuses[0].get("state") or {}).get("waiting") or {}).get("reason")
+
+    assert wait_for(lambda: waiting() == "ErrImagePull" and waiting(), 20)
+    assert (
+        "pulls nothing"
+        in k8s.pod("late")["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+    )
+    wait_for(lambda: waiting() == "ImagePullBackOff", 20)
+    assert phase(k8s, "late") == "Pending"
+    client = engine()
+    client.images.get(small_image).tag(late)
+    try:
+        wait_for(lambda: phase(k8s, "late") == "Succeeded", 60, message="the pod to run")
+    finally:
+        client.images.remove(late)
+    assert "finally" in kubelet.log_of("late")
+
+
+@pytest.mark.parametrize("kubelet_runtime", ["container"])
+@pytest.mark.images
+def test_a_root_container_under_run_as_non_root_is_a_config_error(
+    k8s: K8s, kubelet: Kubelet, small_image: str
+):
+    create(
+        k8s,
+        py_pod(
+            "rooted",
+            small_image,
+            "print('never')",
+            securityContext={"runAsNonRoot": True, "runAsUser": 0},
+        ),
+    )
+
+    def reason() -> str | None:
+        statuses = (k8s.pod("rooted").get("status") or {}).get("containerStatuses") or [{}]
+        return ((statuses[0].get("state") or {}).get("waiting") or {}).get("message")
+
+    message = wait_for(reason, 20)
+    assert "breaks non-root policy" in message
+    assert not kubelet.log_of("rooted")
