@@ -177,7 +177,7 @@ endef
 define require_engine
 $(DOCKER) info >/dev/null 2>&1 || { \
   echo "error: '$(DOCKER) info' failed: $(DOCKER) is installed but no container engine answers." >&2; \
-  echo "Start the engine, or run the same stack as local processes: make train-local" >&2; \
+  echo "Start the engine (as root, make engine installs and starts Debian's docker.io), or run the same stack as local processes: make train-local" >&2; \
   exit 1; }
 endef
 
