@@ -4,6 +4,7 @@ and writers for the input formats (including broken files)."""
 from __future__ import annotations
 
 import gzip
+import importlib.resources
 import json
 import random
 from collections.abc import Iterable
@@ -13,6 +14,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
+
+from olmo_dataprep.badwords import BadWordsConfig, BadWordsFilter
 
 SENTENCES = (
     "The river that runs past the old mill has been used to grind grain for more than a century.",
@@ -65,6 +68,23 @@ def english_docs(n: int, seed: int = 0, paragraphs: int = 1, sentences: int = 10
         chunks = [picked[i * sentences : (i + 1) * sentences] for i in range(paragraphs)]
         docs.append("\n\n".join(" ".join(chunk) for chunk in chunks))
     return docs
+
+
+FRENCH = (
+    "Le moulin se trouve au bord de la rivière depuis plus de cent ans, et les habitants du "
+    "village y apportent leur blé chaque été. Les enfants regardent la roue tourner pendant que "
+    "le meunier note le poids de chaque sac dans son grand cahier. En hiver, la famille répare "
+    "le toit et les portes, et les visiteurs se promènent le long du chemin jusqu'au pont de "
+    "pierre qui a remplacé l'ancien pont de bois emporté par une crue."
+)
+"""A document language ID drops (French)."""
+
+
+def bad_word() -> str:
+    """A single word from the packaged list (not spelled out in this file)."""
+    text = (importlib.resources.files("better_profanity") / "profanity_wordlist.txt").read_text()
+    candidates = [w for w in text.split() if w.isalpha() and len(w) > 3]
+    return BadWordsFilter(BadWordsConfig()).find(" ".join(candidates))[0]
 
 
 def write_jsonl_gz(path: Path, records: Iterable[dict[str, Any] | bytes]) -> Path:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from olmo_dataprep.cli import main
 from olmo_dataprep.corpus import (
     CORPUS_ADDED,
     CORPUS_PACKAGES,
@@ -27,12 +28,11 @@ from olmo_dataprep.corpus import (
     MIN_SECTION_WORDS,
     SOURCES,
     CorpusBuildError,
-    _download,
     build_corpus,
     html_to_sections,
     jargon_documents,
-    main,
 )
+from olmo_dataprep.corpus.download import download_packages
 from olmo_dataprep.readers import Document, ReadError, read_documents
 
 pytestmark = pytest.mark.slow
@@ -251,11 +251,13 @@ def test_unknown_source_is_rejected(tmp_path: Path) -> None:
 
 def test_cli(cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
-    assert main([str(out), "--cache-dir", str(cache_dir), "--sources", "books"]) == 0
+    assert main(["corpus", str(out), "--cache-dir", str(cache_dir), "--sources", "books"]) == 0
     captured = capsys.readouterr()
-    assert re.search(r"^books: \d+ documents, \d+ characters$", captured.out, re.M)
+    line = r"^books +[\d,]+ documents +[\d,]+ characters in \d+ files$"
+    assert re.search(line, captured.out, re.M)
     assert "[corpus]" in captured.err  # progress lines
-    assert main([str(out), "--cache-dir", str(cache_dir), "--sources", "books,nope"]) == 1
+    assert json.loads((out / MANIFEST_NAME).read_text("utf-8"))["sources"].keys() == {"books"}
+    assert main(["corpus", str(out), "--cache-dir", str(cache_dir), "--sources", "books,nope"]) == 1
     assert "unknown corpus sources" in capsys.readouterr().err
 
 
@@ -267,7 +269,7 @@ def test_failed_download_names_the_package(tmp_path: Path) -> None:
     attrs = next(p for p in CORPUS_PACKAGES if p.name == "attrs")
     missing = replace(attrs, version="0.0.0.post999", filename="attrs-0.0.0.post999.whl")
     with pytest.raises(CorpusBuildError) as info:
-        _download([missing], tmp_path, progress=False)
+        download_packages([missing], tmp_path, progress=False)
     message = str(info.value)
     assert "attrs=0.0.0.post999" in message
     assert "pip download failed" in message
@@ -278,7 +280,7 @@ def test_failed_download_names_the_package(tmp_path: Path) -> None:
 def test_bad_cached_archive_is_downloaded_again(tmp_path: Path) -> None:
     attrs = next(p for p in CORPUS_PACKAGES if p.name == "attrs")
     (tmp_path / attrs.filename).write_bytes(b"not a wheel")
-    paths = _download([attrs], tmp_path, progress=False)
+    paths = download_packages([attrs], tmp_path, progress=False)
     assert paths["attrs"] == tmp_path / attrs.filename
     assert hashlib.sha256(paths["attrs"].read_bytes()).hexdigest() == attrs.sha256
     assert sorted(p.name for p in tmp_path.iterdir()) == [attrs.filename]
@@ -288,7 +290,7 @@ def test_pinned_hash_mismatch_is_an_error(tmp_path: Path) -> None:
     attrs = next(p for p in CORPUS_PACKAGES if p.name == "attrs")
     wrong = replace(attrs, sha256="0" * 64)
     with pytest.raises(CorpusBuildError, match="expected the pinned"):
-        _download([wrong], tmp_path, progress=False)
+        download_packages([wrong], tmp_path, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ def test_dataprep_modules_do_not_import_torch():
         "olmo_dataprep.content",
         "olmo_dataprep.dedup",
         "olmo_dataprep.readers",
+        "olmo_dataprep.corpus",
+        "olmo_dataprep.pipeline",
         "olmo.data",
     )
     assert "olmo_dataprep" in loaded and "numpy" in loaded

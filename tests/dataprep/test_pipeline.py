@@ -21,8 +21,6 @@ import pytest
 
 from olmo.config import ConfigError
 from olmo.data.shards import open_shards, read_manifest
-from olmo_dataprep import pipeline as pipeline_module
-from olmo_dataprep.badwords import BadWordsConfig, BadWordsFilter
 from olmo_dataprep.cli import Terminated, main
 from olmo_dataprep.config import load_pipeline_config
 from olmo_dataprep.pipeline import (
@@ -32,41 +30,24 @@ from olmo_dataprep.pipeline import (
     PipelineError,
     copies_for,
     load_accounting,
+    map_phase,
     plan_inputs,
     run_pipeline,
     worker_files,
 )
+from olmo_dataprep.pipeline.progress import StageTimer, progress_bar
 from olmo_dataprep.tokenizer import TextTokenizer
 
 from ..pid1 import as_pid1, wait_for_file
 from .conftest import (
+    FRENCH,
+    bad_word,
     english_docs,
     write_jsonl,
     write_jsonl_gz,
     write_parquet,
     write_pipeline,
 )
-
-FRENCH = (
-    "Le moulin se trouve au bord de la rivière depuis plus de cent ans, et les habitants du "
-    "village y apportent leur blé chaque été. Les enfants regardent la roue tourner pendant que "
-    "le meunier note le poids de chaque sac dans son grand cahier. En hiver, la famille répare "
-    "le toit et les portes, et les visiteurs se promènent le long du chemin jusqu'au pont de "
-    "pierre qui a remplacé l'ancien pont de bois emporté par une crue."
-)
-
-
-def _bad_word() -> str:
-    """A single word from the packaged list (not spelled out in this file)."""
-    words = BadWordsFilter(BadWordsConfig()).find(" ".join(_candidate_words()))
-    return words[0]
-
-
-def _candidate_words() -> list[str]:
-    import importlib.resources
-
-    text = (importlib.resources.files("better_profanity") / "profanity_wordlist.txt").read_text()
-    return [w for w in text.split() if w.isalpha() and len(w) > 3]
 
 
 def mixed_corpus(root: Path) -> tuple[Path, dict[str, int]]:
@@ -85,7 +66,7 @@ def mixed_corpus(root: Path) -> tuple[Path, dict[str, int]]:
     emails = " ".join(f"user{i}@example.com" for i in range(7))
     web.append({"id": "web-pii-drop", "text": docs[21] + " Contact " + emails + "."})
     web.append({"id": "web-pii-mask", "text": docs[22] + " Write to someone@example.com today."})
-    web.append({"id": "web-bad-words", "text": docs[23] + f" This {_bad_word()} is here."})
+    web.append({"id": "web-bad-words", "text": docs[23] + f" This {bad_word()} is here."})
     # A document whose only paragraph repeats one seen earlier, plus a partial repeat.
     web.append({"id": "web-para-dup", "text": p2})
     web.append({"id": "web-para-partial", "text": p1 + "\n" + p3})
@@ -585,7 +566,7 @@ def map_slowly(config_json: str, f: InputFile, out: Path) -> tuple[int, dict[str
 
 def test_a_stopped_map_phase_kills_its_pool_rather_than_waiting_for_it(tmp_path, monkeypatch):
     monkeypatch.setenv("SLOW_MAP_DIR", str(tmp_path))
-    monkeypatch.setattr(pipeline_module, "_map_in_process", map_slowly)
+    monkeypatch.setattr(map_phase, "map_in_process", map_slowly)
     pools: list[ProcessPoolExecutor] = []
 
     class RecordedPool(ProcessPoolExecutor):
@@ -593,7 +574,7 @@ def test_a_stopped_map_phase_kills_its_pool_rather_than_waiting_for_it(tmp_path,
             super().__init__(*args, **kwargs)
             pools.append(self)
 
-    monkeypatch.setattr(pipeline_module, "ProcessPoolExecutor", RecordedPool)
+    monkeypatch.setattr(map_phase, "ProcessPoolExecutor", RecordedPool)
     processes = []
 
     def sigterm_once_both_run(futures):
@@ -605,7 +586,7 @@ def test_a_stopped_map_phase_kills_its_pool_rather_than_waiting_for_it(tmp_path,
         processes.extend(pool._processes.values())
         raise Terminated("SIGTERM")  # what the CLI's handler raises
 
-    monkeypatch.setattr(pipeline_module, "as_completed", sigterm_once_both_run)
+    monkeypatch.setattr(map_phase, "as_completed", sigterm_once_both_run)
     config = load_pipeline_config(
         write_pipeline(
             tmp_path / "pipeline.yaml",
@@ -615,12 +596,12 @@ def test_a_stopped_map_phase_kills_its_pool_rather_than_waiting_for_it(tmp_path,
     files = [InputFile(i, "s", tmp_path / f"in/{i}.jsonl") for i in range(2)]
     started = time.monotonic()
     with pytest.raises(Terminated):
-        pipeline_module._map_phase(
+        map_phase.run_map_phase(
             Layout(tmp_path / "out"),
             config,
             files,
-            pipeline_module._Timer(),
-            pipeline_module._progress(None, "", "doc", True),
+            StageTimer(),
+            progress_bar(None, "", "doc", True),
             True,
         )
     assert time.monotonic() - started < 50  # not the minute the files would take

@@ -159,7 +159,7 @@ def test_cache_hit_does_not_call_pip(olmo_cache: Path, monkeypatch: pytest.Monke
     def no_pip(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"pip must not run on a cache hit: {args}")
 
-    monkeypatch.setattr(tokmod.subprocess, "run", no_pip)
+    monkeypatch.setattr(subprocess, "run", no_pip)
     path = fetch_olmo_tokenizer(olmo_cache, python="/nonexistent/python")
     assert path == olmo_tokenizer_path(olmo_cache)
     assert resolve_tokenizer("olmo", cache_dir=olmo_cache) is not None

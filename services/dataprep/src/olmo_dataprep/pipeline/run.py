@@ -1,0 +1,167 @@
+"""Running one worker's share of a pipeline: the four phases with a file barrier after each
+(see the package doc), the output folder's pinned identity, resume and the worker's timings."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from olmo.data.shards import read_manifest
+
+from .. import __version__
+from ..config import PipelineConfig, config_hash
+from ..dedup import Decontaminator
+from .dedup_phase import dedup_pass
+from .finalize import finalize
+from .map_phase import run_map_phase
+from .mix_phase import mix_file, source_rates
+from .plan import InputFile, Layout, PipelineError, plan_inputs, worker_files
+from .progress import StageTimer, progress_bar
+from .run_tokenizer import load_run_tokenizer, settle_tokenizer
+from .tables import read_json, write_json
+from .tokenize_phase import tokenize_file
+
+log = logging.getLogger("olmo_dataprep")
+
+
+@dataclass
+class RunResult:
+    """What one worker did; ``summary`` is set by the worker that finalized the dataset."""
+
+    out: Path
+    worker_index: int
+    num_workers: int
+    files: int
+    skipped_files: int
+    finalized: bool
+    summary: dict[str, Any] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _wait_for(paths: Sequence[Path], what: str, timeout_s: float, quiet: bool) -> None:
+    """The barrier between phases: wait until every path exists."""
+    missing = [p for p in paths if not p.exists()]
+    if not missing:
+        return
+    deadline = time.monotonic() + timeout_s
+    if not quiet:
+        log.info("waiting for the other workers: %d of %d %s to go", len(missing), len(paths), what)
+    delay = 0.05
+    while missing:
+        if time.monotonic() > deadline:
+            raise PipelineError(
+                f"gave up after {timeout_s:.0f}s waiting for {len(missing)} {what} "
+                f"(first: {missing[0]}); are all workers running (parallelism == completions)?"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+        missing = [p for p in missing if not p.exists()]
+
+
+def _check_output(layout: Layout, config: PipelineConfig, files: Sequence[InputFile]) -> str:
+    """Pin the run's identity in ``work/config.json``; refuse a different pipeline."""
+    digest = config_hash(config)
+    record = {
+        "pipeline_config_hash": digest,
+        "files": [[f.source, str(f.path)] for f in files],
+        "dataprep_version": __version__,
+    }
+    if layout.config.exists():
+        existing = read_json(layout.config)
+        if existing != record:
+            raise PipelineError(
+                f"{layout.out} holds a run of a different pipeline or input list "
+                f"(hash {existing.get('pipeline_config_hash')}, this one {digest}); "
+                "use another output folder or --overwrite"
+            )
+    elif layout.manifest.exists():
+        raise PipelineError(f"{layout.out} already holds a dataset not made by this pipeline")
+    else:
+        write_json(layout.config, record)
+    return digest
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    *,
+    worker_index: int = 0,
+    num_workers: int = 1,
+    quiet: bool = False,
+    overwrite: bool = False,
+) -> RunResult:
+    """Run this worker's share of the pipeline (see the package doc); worker 0 finalizes."""
+    if config.output is None:
+        raise PipelineError("the pipeline has no output folder")
+    layout = Layout(config.output)
+    if overwrite and worker_index == 0 and layout.out.exists():
+        shutil.rmtree(layout.out)
+    files = plan_inputs(config)
+    mine = worker_files(files, worker_index, num_workers)
+    layout.out.mkdir(parents=True, exist_ok=True)
+    digest = _check_output(layout, config, files)
+    result = RunResult(layout.out, worker_index, num_workers, len(mine), 0, False)
+    if layout.manifest.exists() and read_manifest(layout.out).pipeline_config_hash == digest:
+        if not quiet:
+            log.info("%s is complete already (pipeline %s)", layout.out, digest[:12])
+        result.skipped_files = len(mine)
+        result.summary = read_json(layout.summary) if worker_index == 0 else None
+        return result
+    timer = StageTimer()
+    timeout = config.barrier_timeout_s
+    started = time.perf_counter()
+
+    # 1. map
+    todo = [f for f in mine if not layout.map_table(f).exists()]
+    result.skipped_files = len(mine) - len(todo)
+    with progress_bar(None, f"map [worker {worker_index}]", "doc", quiet) as bar:
+        run_map_phase(layout, config, todo, timer, bar, quiet)
+    _wait_for([layout.map_table(f) for f in files], "mapped files", timeout, quiet)
+
+    # 2. dedup, tokenizer
+    with timer.stage("dedup", docs=0):
+        decisions = dedup_pass(layout, files, config, timer)
+    if worker_index == 0 and not layout.tokenizer.exists():
+        with timer.stage("tokenizer"):
+            settle_tokenizer(layout, config, files, decisions, quiet=quiet)
+    _wait_for([layout.tokenizer], "tokenizer", timeout, quiet)
+    tokenizer = load_run_tokenizer(layout, config)
+
+    # 3. tokenize
+    decon = None
+    if config.decontamination.enabled and config.decontamination.paragraph_files:
+        decon = Decontaminator(min_words=config.decontamination.min_words)
+        for path in config.decontamination.paragraph_files:
+            with open(path, encoding="utf-8") as stream:
+                for line in stream:
+                    decon.add_text(line.rstrip("\n"))
+    todo = [f for f in mine if not layout.tok_done(f).exists()]
+    with progress_bar(None, f"tokenize [worker {worker_index}]", "tok", quiet) as bar:
+        for f in todo:
+            tokenize_file(layout, f, config, decisions[f.index], tokenizer, decon, timer, bar)
+            if quiet:
+                log.info("tokenized %s", f.path)
+    _wait_for([layout.tok_done(f) for f in files], "tokenized files", timeout, quiet)
+
+    # 4. mix
+    rates = source_rates(layout, config, files)
+    for f in mine:
+        if layout.final_done(f).exists():
+            continue
+        shards = mix_file(layout, f, config, rates[f.source], tokenizer, timer)
+        write_json(layout.final_done(f), {"shards": [s.to_dict() for s in shards]})
+    if worker_index == 0:
+        _wait_for([layout.final_done(f) for f in files], "mixed files", timeout, quiet)
+        result.summary = finalize(layout, config, files, rates, tokenizer)
+        result.finalized = True
+    result.timings = {
+        "wall_s": time.perf_counter() - started,
+        **{f"{k}_s": v for k, v in sorted(timer.seconds.items())},
+        **{f"{k}_docs": v for k, v in sorted(timer.docs.items())},
+    }
+    write_json(layout.logs / f"timings-worker{worker_index}.json", result.timings)
+    return result
