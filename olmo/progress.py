@@ -22,7 +22,6 @@ server; a token is sent only if the ServiceAccount file exists). ``OLMO_PROGRESS
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
 import os
@@ -34,16 +33,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from olmo.json_records import now_iso  # also the trainer's, for the times it reports
+
 log = logging.getLogger(__name__)
 
 GROUP, VERSION, PLURAL = "olmo-k8s.io", "v1alpha1", "olmojobs"
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 PROGRESS = "progress"
 """``status.progress``: written by the pods, read by the operator."""
-
-
-def now_iso() -> str:
-    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from olmo.progress import ProgressReporter
+from olmo_evalworker.outcomes import Evaluated
 from olmo_evalworker.status_sink import StatusSink
-from olmo_evalworker.watcher import Evaluated
 
 
 def test_evaluated_checkpoint_is_reported_as_last_eval(status_server):

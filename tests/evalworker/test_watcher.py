@@ -14,7 +14,8 @@ from olmo.checkpoints import layout
 from olmo.checkpoints.retention import RetentionPolicy, rotate
 from olmo.eval import CheckpointError, EvalDataMissing
 from olmo_evalworker import records
-from olmo_evalworker.watcher import Sink, Watcher, WorkerLockBusy
+from olmo_evalworker.outcomes import Evaluated, Failed, Sink, Skipped, Vanished
+from olmo_evalworker.watcher import Watcher, WorkerLockBusy
 
 from .conftest import RecordingEvaluator, make_checkpoint
 
@@ -235,6 +236,29 @@ def test_checkpoints_deleted_mid_pass_are_skipped(run_dir):
     assert report.evaluated == [10, 40] and report.vanished == [20, 30] and report.failed == []
     assert not records.failure_path(run_dir, 30).exists()
     assert not layout.eval_result_path(run_dir, 30).exists()
+
+
+def test_process_returns_what_became_of_the_checkpoint(run_dir, tmp_path):
+    def broken(path):
+        raise CheckpointError("corrupt")
+
+    good, bad = make_checkpoint(run_dir, 10), make_checkpoint(run_dir, 20)
+    records.eval_dir(run_dir).mkdir()  # run_pass makes it; process alone does not
+    watcher = Watcher(run_dir, RecordingEvaluator({20: broken}))
+
+    evaluated = watcher.process(good)
+    assert isinstance(evaluated, Evaluated) and not evaluated.recovered
+    assert (evaluated.step, evaluated.tokens) == (10, 10_000)
+    assert evaluated.results_path == layout.eval_result_path(run_dir, 10)
+    assert watcher.process(good) == Skipped(10, good, "already evaluated")
+
+    failed = watcher.process(bad)
+    assert isinstance(failed, Failed) and failed.step == 20 and not failed.final
+    assert failed.record == json.loads(records.failure_path(run_dir, 20).read_text())
+
+    gone = layout.final_dir(run_dir, 30)
+    assert watcher.process(gone) == Vanished(30, gone)
+    assert watcher.process(tmp_path).reason == "not a checkpoint folder"
 
 
 def test_a_checkpoint_deleted_after_its_evaluation_keeps_its_results(run_dir):

@@ -23,26 +23,19 @@ import importlib
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from olmo.signals import EXIT_TERMINATED, Terminated, sigterm_raises
-from olmo_evalworker import records
-from olmo_evalworker.watcher import Watcher, WorkerLockBusy
+from olmo_evalworker import records, worker
+from olmo_evalworker.worker import PROG, HttpSettings, UsageError, WandbSettings, WatchSettings
 
-PROG = "olmo-eval"
 DEFAULT_EVALUATOR = "olmo.eval:evaluate_checkpoint"
 DEFAULT_WANDB_PROJECT = "olmo"
 
 log = logging.getLogger("olmo_evalworker")
-
-
-class UsageError(Exception):
-    """Bad arguments or input; reported on stderr with exit code 2."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -320,33 +313,8 @@ def _add_watch(sub: Any) -> None:
     p.set_defaults(func=_cmd_watch)
 
 
-class _Loop(threading.Thread):
-    """The watch loop on its own thread, so the main thread can serve signals."""
-
-    def __init__(self, watcher: Watcher, stop: threading.Event, **kwargs: Any):
-        super().__init__(name="olmo-eval-watch", daemon=True)
-        self.watcher, self.stop, self.kwargs = watcher, stop, kwargs
-        self.code: int | None = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.code = self.watcher.watch(self.stop, **self.kwargs)
-        except BaseException as e:
-            self.error = e
-
-
 def _cmd_watch(args: argparse.Namespace) -> int:
-    from olmo.eval import EvalDataMissing, TokenizerNotFound
-
-    run_dir = Path(args.run_dir)
-    if not run_dir.exists() and run_dir.parent.is_dir():
-        # Started beside the trainer (the operator's Deployment, olmo-local): the run dir may
-        # not exist yet. Its parent (the mounted volume) must.
-        run_dir.mkdir(exist_ok=True)
-    if not run_dir.is_dir():
-        what = "is not a directory" if run_dir.exists() else "does not exist"
-        raise UsageError(f"run dir {run_dir} {what}")
+    run_dir = _watch_run_dir(Path(args.run_dir))
     options = _eval_options(args)
     if args.poll_seconds <= 0:
         raise UsageError(f"--poll-seconds must be > 0, got {args.poll_seconds}")
@@ -365,116 +333,45 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         # The watcher verifies the sha256s itself, before calling this.
         return fn(path, **options, verify=False, progress=not args.quiet)
 
-    from olmo_evalworker.server import HealthCheck, MetricsServer, WorkerMetrics
-
-    metrics = WorkerMetrics()
-    metrics.restore(run_dir)
-    sinks: list[Any] = [metrics]
-    from olmo_evalworker.status_sink import StatusSink
-
-    status = StatusSink.from_env()  # the OLMoJob's status, when the operator started us
-    if status is not None:
-        sinks.append(status)
-    mode = args.wandb_mode or os.environ.get("WANDB_MODE") or "online"
-    if (args.wandb_project or args.wandb_mode) and mode != "disabled":
-        from olmo_evalworker.wandb_sink import WandbSink
-
-        config = {k: v for k, v in options.items() if k != "perplexity"}
-        sinks.append(
-            WandbSink(
-                run_dir,
-                project=args.wandb_project or DEFAULT_WANDB_PROJECT,
-                entity=args.wandb_entity,
-                mode=mode,
-                name=args.wandb_name,
-                config={**config, "perplexity": sorted(options["perplexity"] or {})},
-            )
-        )
-    watcher = Watcher(
+    settings = WatchSettings(
         run_dir,
-        evaluate,
+        poll_seconds=args.poll_seconds,
+        once=args.once,
+        until_step=args.until_step,
         max_attempts=args.max_attempts,
         retry_delay=args.retry_delay,
+        grace_seconds=args.grace_seconds,
         verify=not args.no_verify,
-        sinks=sinks,
-        fatal=(EvalDataMissing, TokenizerNotFound, ImportError),
+        http=None if args.no_http else HttpSettings(args.host, args.port, args.stuck_after or None),
+        wandb=_wandb_settings(args, options),
     )
-    stop = threading.Event()
-    loop = _Loop(
-        watcher, stop, poll_seconds=args.poll_seconds, once=args.once, until_step=args.until_step
+    return worker.watch(settings, evaluate)
+
+
+def _watch_run_dir(run_dir: Path) -> Path:
+    if not run_dir.exists() and run_dir.parent.is_dir():
+        # Started beside the trainer (the operator's Deployment, olmo-local): the run dir may
+        # not exist yet. Its parent (the mounted volume) must.
+        run_dir.mkdir(exist_ok=True)
+    if not run_dir.is_dir():
+        what = "is not a directory" if run_dir.exists() else "does not exist"
+        raise UsageError(f"run dir {run_dir} {what}")
+    return run_dir
+
+
+def _wandb_settings(args: argparse.Namespace, options: Mapping[str, Any]) -> WandbSettings | None:
+    """W&B is on when a project or a mode other than disabled is given."""
+    mode = args.wandb_mode or os.environ.get("WANDB_MODE") or "online"
+    if not (args.wandb_project or args.wandb_mode) or mode == "disabled":
+        return None
+    config = {k: v for k, v in options.items() if k != "perplexity"}
+    return WandbSettings(
+        project=args.wandb_project or DEFAULT_WANDB_PROJECT,
+        mode=mode,
+        entity=args.wandb_entity,
+        name=args.wandb_name,
+        config={**config, "perplexity": sorted(options["perplexity"] or {})},
     )
-    server = None
-    # From here on SIGTERM/SIGINT set ``stop`` (a loop started after that ends at once).
-    previous = _install_signal_handlers(stop)
-    try:
-        if not args.no_http:
-            health = HealthCheck(watcher.state, loop.is_alive, args.stuck_after or None)
-            try:
-                server = MetricsServer(metrics, health, host=args.host, port=args.port)
-            except OSError as e:
-                raise UsageError(f"cannot serve on {args.host}:{args.port}: {e}") from None
-            print(
-                f"{PROG}: serving /healthz and /metrics on http://{args.host}:{server.port}",
-                flush=True,
-            )
-        loop.start()
-        while loop.is_alive() and not stop.is_set():
-            loop.join(0.2)
-        if loop.is_alive():  # stopped by a signal
-            _, step, _ = watcher.state.snapshot()
-            if step is not None:
-                log.info("stopping: giving step %d up to %.0fs to finish", step, args.grace_seconds)
-            loop.join(args.grace_seconds)
-        if loop.is_alive():
-            _abandon(watcher, server)  # does not return
-        error = loop.error
-        if isinstance(error, WorkerLockBusy):
-            print(f"{PROG}: {error}", file=sys.stderr)
-        elif error is not None:
-            log.error("the watch loop stopped: %s: %s", type(error).__name__, error, exc_info=error)
-        return 1 if error is not None else (loop.code or 0)
-    finally:
-        _restore_signal_handlers(previous)
-        watcher.close()
-        if server is not None:
-            server.close()
-
-
-def _abandon(watcher: Watcher, server: Any) -> None:
-    """Exit now, mid-evaluation: wait for any commit in progress, so that a checkpoint ends up
-    either fully committed or with nothing written, then exit 0 without running the rest of
-    the evaluation."""
-    acquired = watcher.commit_lock.acquire(timeout=60)
-    _, step, _ = watcher.state.snapshot()
-    if step is not None:
-        log.info("abandoned the evaluation of step %d: nothing written; it will be redone", step)
-    try:
-        watcher.close()
-        if server is not None:
-            server.close()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0 if acquired else 1)
-
-
-def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-
-    def handler(signum: int, frame: Any) -> None:
-        log.info("received %s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.signal(sig, handler)
-    return previous
-
-
-def _restore_signal_handlers(previous: dict[int, Any]) -> None:
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +42,6 @@ __all__ = [
     "flat_metrics",
     "headlines",
     "metrics_path",
-    "now_iso",
-    "read_json_object",
     "read_metrics",
     "verification_problem",
     "write_json",
@@ -71,10 +68,6 @@ def metrics_path(run_dir: str | os.PathLike[str]) -> Path:
     return eval_dir(run_dir) / METRICS_FILE
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def complete_sha256(ckpt_dir: str | os.PathLike[str]) -> str | None:
     """sha256 of the checkpoint's ``COMPLETE`` marker bytes (its identity); None if unreadable."""
     try:
@@ -90,15 +83,6 @@ def verification_problem(ckpt_dir: str | os.PathLike[str]) -> str | None:
     changed after it was written is never marked ``EVALUATED``, whatever the evaluator reads.
     """
     return layout.completeness_problem(ckpt_dir, verify=True)
-
-
-def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """A JSON object file's content; None if missing, unreadable or not an object."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:

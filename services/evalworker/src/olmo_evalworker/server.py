@@ -38,7 +38,8 @@ from prometheus_client import (
 )
 
 from olmo_evalworker import records
-from olmo_evalworker.watcher import Evaluated, Failed, Sink, WorkerState
+from olmo_evalworker.outcomes import Evaluated, Failed, Sink
+from olmo_evalworker.watcher import WorkerState
 
 __all__ = ["HealthCheck", "MetricsServer", "WorkerMetrics"]
 

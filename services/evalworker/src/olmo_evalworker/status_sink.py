@@ -9,8 +9,9 @@ same contract the trainer uses), which the operator mirrors into ``status.lastEv
 
 from __future__ import annotations
 
-from olmo.progress import ProgressReporter, now_iso
-from olmo_evalworker.watcher import Evaluated, Sink
+from olmo.json_records import now_iso
+from olmo.progress import ProgressReporter
+from olmo_evalworker.outcomes import Evaluated, Sink
 
 __all__ = ["StatusSink"]
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from olmo.train.metrics import wandb_mode
 from olmo_evalworker import records
-from olmo_evalworker.watcher import Evaluated, Sink
+from olmo_evalworker.outcomes import Evaluated, Sink
 
 __all__ = ["WANDB_MODES", "WandbSink"]
 

@@ -23,13 +23,14 @@ bound, tests pass cheap fakes). Per checkpoint:
 5. a checkpoint that disappears (checkpoint rotation) before or during its evaluation is
    skipped, with no failure record; one that disappears after its evaluation keeps its results.
 
-Exceptions of the types in ``fatal`` (the CLI passes: missing eval data, no tokenizer, import
-errors) are not held against a checkpoint: they would fail every checkpoint alike, so they stop
-the watcher instead. The ``stop`` event is checked between checkpoints; an evaluation in
-progress is never interrupted here (the CLI abandons it on SIGTERM, holding ``commit_lock`` so
-that it never exits half-way through step 2).
+Exceptions of the types in ``fatal`` (``olmo_evalworker.worker`` passes: missing eval data, no
+tokenizer, import errors) are not held against a checkpoint: they would fail every checkpoint
+alike, so they stop the watcher instead. The ``stop`` event is checked between checkpoints; an
+evaluation in progress is never interrupted here (the worker abandons it on SIGTERM, holding
+``commit_lock`` so that it never exits half-way through step 2).
 
-Torch-free: the evaluator brings torch in.
+``process`` returns the checkpoint's typed outcome (``olmo_evalworker.outcomes``), which the
+sinks also hear about. Torch-free: the evaluator brings torch in.
 """
 
 from __future__ import annotations
@@ -43,20 +44,25 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from olmo.checkpoints import layout
+from olmo.json_records import now_iso, read_json_object
 from olmo_evalworker import records
+from olmo_evalworker.outcomes import (
+    Evaluated,
+    Failed,
+    Outcome,
+    PassReport,
+    Sink,
+    Skipped,
+    Vanished,
+)
 
 __all__ = [
     "CheckpointVerificationError",
-    "Evaluated",
     "Evaluator",
-    "Failed",
-    "PassReport",
-    "Sink",
     "Watcher",
     "WorkerLockBusy",
     "WorkerState",
@@ -73,76 +79,6 @@ class CheckpointVerificationError(Exception):
 
 class WorkerLockBusy(RuntimeError):
     """Another worker holds ``RUN_DIR/eval/worker.lock``."""
-
-
-@dataclass(frozen=True)
-class Evaluated:
-    """A checkpoint whose evaluation was committed (``recovered``: finished from results that a
-    crashed earlier worker had already written)."""
-
-    step: int
-    tokens: int | None
-    checkpoint: Path
-    results: Mapping[str, Any]
-    results_path: Path
-    seconds: float
-    recovered: bool = False
-
-
-@dataclass(frozen=True)
-class Failed:
-    """A failed attempt; ``record`` is what ``stepNNNNNN.failed.json`` now holds."""
-
-    step: int
-    checkpoint: Path
-    record: Mapping[str, Any]
-
-    @property
-    def final(self) -> bool:
-        """No attempts left."""
-        return bool(self.record.get("final"))
-
-
-class Sink:
-    """Told about what the watcher does (metrics, W&B). Every method is a no-op by default;
-    an exception in a sink is logged and does not affect the checkpoint."""
-
-    def pending(self, count: int) -> None:
-        """A pass found ``count`` checkpoints to evaluate."""
-
-    def started(self, step: int) -> None:
-        """Evaluation of ``step`` begins."""
-
-    def evaluated(self, event: Evaluated) -> None:
-        """Results are written; the ``EVALUATED`` marker comes next."""
-
-    def failed(self, event: Failed) -> None:
-        """An attempt failed and its record is written."""
-
-    def vanished(self, step: int) -> None:
-        """The checkpoint was deleted before its evaluation finished."""
-
-    def idle(self) -> None:
-        """Nothing is being evaluated any more."""
-
-    def close(self) -> None:
-        """The worker is stopping."""
-
-
-@dataclass
-class PassReport:
-    """What one pass did, by step."""
-
-    evaluated: list[int] = field(default_factory=list)
-    recovered: list[int] = field(default_factory=list)
-    failed: list[int] = field(default_factory=list)
-    vanished: list[int] = field(default_factory=list)
-    skipped: list[int] = field(default_factory=list)
-    stopped: bool = False
-
-    @property
-    def did_work(self) -> bool:
-        return bool(self.evaluated or self.recovered or self.failed or self.vanished)
 
 
 class WorkerState:
@@ -202,7 +138,7 @@ class Watcher:
 
     def failure(self, step: int, identity: str | None) -> dict[str, Any] | None:
         """The failure record of ``step`` if it is about the checkpoint with ``identity``."""
-        record = records.read_json_object(records.failure_path(self.run_dir, step))
+        record = read_json_object(records.failure_path(self.run_dir, step))
         if record is None or record.get("complete_sha256") != identity:
             return None
         return record
@@ -244,45 +180,44 @@ class Watcher:
         records.eval_dir(self.run_dir).mkdir(exist_ok=True)
         self.state.set("scanning")
         pending = self.plan()
-        self._tell("pending", len(pending))
+        self._tell(lambda sink: sink.pending(len(pending)))
         for info in pending:
             if stop is not None and stop.is_set():
                 report.stopped = True
                 break
-            outcome = self.process(info.path)
-            getattr(report, outcome).append(info.step)
+            report.add(info.step, self.process(info.path))
         self.state.set("idle")
-        self._tell("idle")
+        self._tell(lambda sink: sink.idle())
         return report
 
-    def process(self, checkpoint: str | os.PathLike[str]) -> str:
-        """Evaluate one checkpoint folder; returns ``"evaluated"``, ``"recovered"``,
-        ``"failed"``, ``"vanished"`` or ``"skipped"`` (already evaluated, or not complete)."""
+    def process(self, checkpoint: str | os.PathLike[str]) -> Outcome:
+        """Evaluate one checkpoint folder; returns what became of it: ``Evaluated`` (also when
+        recovered), ``Failed``, ``Vanished`` or ``Skipped``."""
         path = Path(checkpoint)
         step = layout.parse_step(path.name)
-        if step is None or not layout.is_complete(path):
-            if step is None or path.exists():
-                return "skipped"
+        if step is None:
+            return Skipped(None, path, "not a checkpoint folder")
+        if not layout.is_complete(path):
+            if path.exists():
+                return Skipped(step, path, "not complete")
             log.info("%s: deleted before its evaluation; skipped", path.name)
-            self._tell("vanished", step)
-            return "vanished"
+            return self._vanished(step, path)
         if layout.is_evaluated(path):
-            return "skipped"
+            return Skipped(step, path, "already evaluated")
         identity = records.complete_sha256(path)
         results_path = layout.eval_result_path(self.run_dir, step)
-        previous = records.read_json_object(results_path)
+        previous = read_json_object(results_path)
         if previous is not None and _worker_block(previous).get("complete_sha256") == identity:
             log.info("%s: results already written by an earlier worker; completing", path.name)
             seconds = float(_worker_block(previous).get("seconds", 0.0))
-            self._commit(path, step, previous, results_path, seconds, recovered=True)
-            return "recovered"
+            return self._commit(path, step, previous, results_path, seconds, recovered=True)
 
         self.attempted.add(step)
         earlier = self.failure(step, identity)
         attempt = int(earlier.get("attempts", 0)) + 1 if earlier else 1
         log.info("%s: evaluating (attempt %d of %d)", path.name, attempt, self.max_attempts)
         self.state.set("evaluating", step)
-        self._tell("started", step)
+        self._tell(lambda sink: sink.started(step))
         started = time.monotonic()
         try:
             if self.verify and (problem := records.verification_problem(path)):
@@ -295,23 +230,26 @@ class Watcher:
         except Exception as error:
             if not path.exists() or not layout.is_complete(path):
                 log.info("%s: deleted during its evaluation; skipped", path.name)
-                self._tell("vanished", step)
-                return "vanished"
+                return self._vanished(step, path)
             if isinstance(error, self.fatal):
                 raise
             record = self._record_failure(path, step, identity, attempt, earlier, error, started)
-            self._tell("failed", Failed(step, path, record))
+            failed = Failed(step, path, record)
+            self._tell(lambda sink: sink.failed(failed))
             log.warning(
                 "%s: attempt %d failed: %s: %s%s",
                 path.name,
                 attempt,
                 type(error).__name__,
                 error,
-                "" if record["final"] else " (will retry)",
+                "" if failed.final else " (will retry)",
             )
-            return "failed"
-        self._commit(path, step, results, results_path, results["evalworker"]["seconds"])
-        return "evaluated"
+            return failed
+        return self._commit(path, step, results, results_path, results["evalworker"]["seconds"])
+
+    def _vanished(self, step: int, path: Path) -> Vanished:
+        self._tell(lambda sink: sink.vanished(step))
+        return Vanished(step, path)
 
     def _stamp(
         self,
@@ -333,7 +271,7 @@ class Watcher:
             "complete_sha256": identity,
             "attempt": attempt,
             "seconds": round(time.monotonic() - started, 3),
-            "finished_at": records.now_iso(),
+            "finished_at": now_iso(),
             "host": socket.gethostname(),
         }
         return results
@@ -347,7 +285,7 @@ class Watcher:
         seconds: float,
         *,
         recovered: bool = False,
-    ) -> None:
+    ) -> Evaluated:
         """Results file → metrics line → sinks → ``EVALUATED``, under ``commit_lock``."""
         worker = _worker_block(results)
         with self.commit_lock:
@@ -366,7 +304,7 @@ class Watcher:
             event = Evaluated(
                 step, results.get("tokens"), path, results, results_path, seconds, recovered
             )
-            self._tell("evaluated", event)
+            self._tell(lambda sink: sink.evaluated(event))
             info = {
                 "results": str(results_path.relative_to(self.run_dir)),
                 "complete_sha256": worker.get("complete_sha256"),
@@ -383,6 +321,7 @@ class Watcher:
                 failure.unlink()
         headline = ", ".join(f"{t} {v:.4f}" for t, v in records.headlines(results).items())
         log.info("%s: evaluated in %.1fs%s", path.name, seconds, f" ({headline})" * bool(headline))
+        return event
 
     def _record_failure(
         self,
@@ -399,7 +338,7 @@ class Watcher:
             "attempt": attempt,
             "type": type(error).__name__,
             "message": str(error),
-            "at": records.now_iso(),
+            "at": now_iso(),
             "seconds": round(time.monotonic() - started, 3),
         }
         final = attempt >= self.max_attempts
@@ -418,12 +357,13 @@ class Watcher:
         records.write_json(records.failure_path(self.run_dir, step), record)
         return record
 
-    def _tell(self, method: str, *args: Any) -> None:
+    def _tell(self, notify: Callable[[Sink], None]) -> None:
+        """``notify(sink)`` for every sink; a sink that raises is logged and passed over."""
         for sink in self.sinks:
             try:
-                getattr(sink, method)(*args)
+                notify(sink)
             except Exception:
-                log.exception("sink %s.%s failed", type(sink).__name__, method)
+                log.exception("sink %s failed", type(sink).__name__)
 
     # ----------------------------------------------------------------------------------------
     # The loop
@@ -506,7 +446,7 @@ class Watcher:
                         return
             f.seek(0)
             f.truncate()
-            f.write(f"pid {os.getpid()} on {socket.gethostname()} since {records.now_iso()}\n")
+            f.write(f"pid {os.getpid()} on {socket.gethostname()} since {now_iso()}\n")
             f.flush()
             try:
                 yield True
@@ -514,7 +454,7 @@ class Watcher:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     def close(self) -> None:
-        self._tell("close")
+        self._tell(lambda sink: sink.close())
 
 
 def _worker_block(results: Mapping[str, Any]) -> Mapping[str, Any]:

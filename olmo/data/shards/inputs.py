@@ -1,0 +1,121 @@
+"""``open_shards``: the inputs a trainer or an evaluation names, opened as one ``ShardSet``.
+
+An input is a dataset folder with ``manifest.json``, or, for compatibility with the Dolma
+toolkit, a folder of ``*.npy`` shards that ``dolma tokens`` wrote (no manifest, so the dtype must
+be given), or a single ``.npy`` shard.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from olmo.data.shards.format import MANIFEST_NAME, ShardFormatError, as_token_dtype
+from olmo.data.shards.manifest import Manifest, manifest_sha256, read_manifest
+from olmo.data.shards.reader import ShardSet, TokenShard
+from olmo.fileio import sha256_file
+
+_HASH_CHUNK = 1 << 24  # bytes read at a time when hashing a shard
+
+
+def _check_raw(shard: TokenShard) -> TokenShard:
+    if shard.num_tokens and shard.has_npy_header():
+        raise ShardFormatError(
+            f"{shard.path}: starts with an np.save header; token shards are raw, header-less "
+            "arrays (write them with ndarray.tofile or np.memmap, not np.save)"
+        )
+    return shard
+
+
+def _need_dtype(path: Path, what: str, dtype: np.dtype | None) -> np.dtype:
+    if dtype is None:
+        raise ShardFormatError(
+            f"{path}: {what} has no {MANIFEST_NAME}, so its token dtype is unknown; pass "
+            "dtype='uint16' (what `dolma tokens` writes for vocabularies of up to 65536 ids) "
+            "or dtype='uint32' explicitly"
+        )
+    return dtype
+
+
+def open_shards(
+    paths: Sequence[str | Path] | str | Path,
+    dtype: Any = "auto",
+    verify: bool = False,
+) -> ShardSet:
+    """Open token shards for reading, in order.
+
+    Each path is a dataset folder with ``manifest.json`` (shards in manifest order, sizes checked;
+    ``verify`` also checks every shard's sha256), a folder without one (all ``*.npy`` in sorted
+    name order, e.g. ``dolma tokens`` output; dtype required), or a single ``.npy`` file (dtype
+    required). ``dtype="auto"`` takes it from the manifests; an explicit dtype that conflicts with a
+    manifest is an error.
+    """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    if not paths:
+        raise ValueError("open_shards: no paths given")
+    explicit = None if isinstance(dtype, str) and dtype == "auto" else as_token_dtype(dtype)
+    shards: list[TokenShard] = []
+    inputs: list[Path] = []
+    manifests: list[Manifest | None] = []
+    hashes: list[str | None] = []
+    for raw in paths:
+        path = Path(raw)
+        inputs.append(path)
+        if path.is_dir() and (path / MANIFEST_NAME).is_file():
+            manifest = read_manifest(path)
+            manifest_dtype = np.dtype(manifest.dtype)
+            if explicit is not None and explicit != manifest_dtype:
+                raise ShardFormatError(
+                    f"{path}: dtype {explicit.name} was requested but the manifest says "
+                    f"{manifest.dtype}"
+                )
+            for info in manifest.shards:
+                shard = TokenShard(
+                    path / info.path,
+                    manifest_dtype,
+                    index_path=path / info.index,
+                    expected_tokens=info.num_tokens,
+                )
+                if verify and (actual := sha256_file(shard.path, _HASH_CHUNK)) != info.sha256:
+                    raise ShardFormatError(
+                        f"{shard.path}: sha256 {actual} does not match the manifest's "
+                        f"{info.sha256}; the shard was modified or corrupted"
+                    )
+                shards.append(shard)
+            manifests.append(manifest)
+            hashes.append(manifest_sha256(path))
+        elif path.is_dir():
+            files = sorted(p for p in path.glob("*.npy") if p.is_file())
+            if not files:
+                raise ShardFormatError(f"{path}: no {MANIFEST_NAME} and no *.npy shards")
+            folder_dtype = _need_dtype(path, "folder", explicit)
+            shards.extend(_check_raw(TokenShard(file, folder_dtype)) for file in files)
+            manifests.append(None)
+            hashes.append(None)
+        elif path.is_file():
+            shards.append(_check_raw(TokenShard(path, _need_dtype(path, "file", explicit))))
+            manifests.append(None)
+            hashes.append(None)
+        else:
+            raise FileNotFoundError(f"no such token shard file or folder: {path}")
+
+    dtypes = {shard.dtype.name for shard in shards}
+    if len(dtypes) > 1:
+        raise ShardFormatError(f"inputs have different dtypes ({sorted(dtypes)}): {inputs}")
+    eos_ids = {m.eos_token_id for m in manifests if m is not None}
+    if len(eos_ids) > 1:
+        raise ShardFormatError(f"manifests disagree on eos_token_id: {sorted(eos_ids)}")
+    if not shards:
+        raise ShardFormatError(f"no shards in {[str(p) for p in inputs]}")
+    return ShardSet(
+        shards,
+        eos_token_id=eos_ids.pop() if eos_ids else None,
+        inputs=inputs,
+        manifests=manifests,
+        manifest_sha256=hashes,
+    )

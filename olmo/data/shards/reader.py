@@ -1,0 +1,272 @@
+"""Reading shards: one shard's tokens (a read-only memmap) and document index (``TokenShard``),
+and shards in order read as one concatenated token sequence (``ShardSet``)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from olmo.data.shards.format import MissingIndexError, ShardFormatError, as_token_dtype
+from olmo.data.shards.manifest import Manifest
+
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentSpan:
+    """One row of a shard's index: the document's tokens are ``shard[start:end]`` (EOS included)."""
+
+    start: int
+    end: int
+    id: str
+    src: str
+    loc: str
+
+
+class TokenShard:
+    """One shard: its tokens as a read-only memmap and, when present, its document index.
+
+    Both are opened lazily (the memmap holds a file descriptor; the index takes time to parse).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        dtype: Any,
+        *,
+        index_path: str | Path | None = None,
+        expected_tokens: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.dtype = as_token_dtype(dtype)
+        self.index_path = (
+            Path(index_path) if index_path is not None else self.path.with_suffix(".csv.gz")
+        )
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            raise FileNotFoundError(f"token shard not found: {self.path}") from None
+        if size % self.dtype.itemsize:
+            raise ShardFormatError(
+                f"{self.path}: size {size} bytes is not a multiple of the {self.dtype.name} "
+                f"item size ({self.dtype.itemsize}); wrong dtype or a truncated file"
+            )
+        self.num_tokens = size // self.dtype.itemsize
+        if expected_tokens is not None and expected_tokens != self.num_tokens:
+            raise ShardFormatError(
+                f"{self.path}: has {self.num_tokens} {self.dtype.name} tokens ({size} bytes) "
+                f"but the manifest says {expected_tokens}"
+            )
+        self._tokens: np.ndarray | None = None
+        self._array: np.ndarray | None = None
+        self._index: tuple[np.ndarray, np.ndarray, list[str], list[str], list[str]] | None = None
+
+    def __repr__(self) -> str:
+        return f"TokenShard({str(self.path)!r}, {self.dtype.name}, num_tokens={self.num_tokens})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickling an np.memmap copies its data: send the path, reopen lazily on the other side.
+        return {**self.__dict__, "_tokens": None, "_array": None}
+
+    def __len__(self) -> int:
+        return self.num_tokens
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """The token ids as a read-only ``np.memmap`` (an empty array for an empty shard)."""
+        if self._tokens is None:
+            if self.num_tokens == 0:
+                self._tokens = np.empty(0, dtype=self.dtype)
+            else:
+                self._tokens = np.memmap(self.path, dtype=self.dtype, mode="r")
+        return self._tokens
+
+    @property
+    def array(self) -> np.ndarray:
+        """The same tokens as a plain ndarray view: slicing it skips np.memmap's overhead."""
+        if self._array is None:
+            self._array = self.tokens.view(np.ndarray)
+        return self._array
+
+    def has_npy_header(self) -> bool:
+        """Whether the file starts with an ``np.save`` header (it then is not a raw shard)."""
+        with open(self.path, "rb") as f:
+            head = f.read(10)
+        return head[:6] == _NPY_MAGIC and head[6:7] in (b"\x01", b"\x02", b"\x03")
+
+    @property
+    def has_index(self) -> bool:
+        return self._index is not None or self.index_path.is_file()
+
+    def _load_index(self) -> tuple[np.ndarray, np.ndarray, list[str], list[str], list[str]]:
+        if self._index is not None:
+            return self._index
+        starts: list[int] = []
+        ends: list[int] = []
+        ids: list[str] = []
+        srcs: list[str] = []
+        locs: list[str] = []
+        try:
+            with gzip.open(self.index_path, "rt", encoding="utf-8", newline="") as f:
+                for line, row in enumerate(csv.reader(f), start=1):
+                    if len(row) != 5:
+                        raise ShardFormatError(
+                            f"{self.index_path}:{line}: expected 5 columns "
+                            f"start,end,id,src,loc, got {len(row)}"
+                        )
+                    try:
+                        starts.append(int(row[0]))
+                        ends.append(int(row[1]))
+                    except ValueError:
+                        raise ShardFormatError(
+                            f"{self.index_path}:{line}: start/end are not integers: {row[:2]}"
+                        ) from None
+                    ids.append(row[2])
+                    srcs.append(row[3])
+                    locs.append(row[4])
+        except FileNotFoundError:
+            raise MissingIndexError(
+                f"{self.path}: no document index ({self.index_path.name} is missing), "
+                "so document ids and spans are unavailable for this shard"
+            ) from None
+        except (OSError, EOFError, UnicodeDecodeError, csv.Error) as e:
+            raise ShardFormatError(f"{self.index_path}: unreadable index: {e}") from None
+        start_array = np.asarray(starts, dtype=np.int64)
+        end_array = np.asarray(ends, dtype=np.int64)
+        if len(starts) and (
+            start_array[0] < 0
+            or end_array[-1] > self.num_tokens
+            or np.any(end_array <= start_array)
+            or np.any(start_array[1:] < end_array[:-1])
+        ):
+            raise ShardFormatError(
+                f"{self.index_path}: document spans must be non-empty, in order, "
+                f"non-overlapping and within the shard's {self.num_tokens} tokens"
+            )
+        self._index = (start_array, end_array, ids, srcs, locs)
+        return self._index
+
+    @property
+    def starts(self) -> np.ndarray:
+        return self._load_index()[0]
+
+    @property
+    def ends(self) -> np.ndarray:
+        return self._load_index()[1]
+
+    @property
+    def ids(self) -> list[str]:
+        return self._load_index()[2]
+
+    @property
+    def srcs(self) -> list[str]:
+        return self._load_index()[3]
+
+    @property
+    def locs(self) -> list[str]:
+        return self._load_index()[4]
+
+    @property
+    def num_documents(self) -> int:
+        return len(self._load_index()[0])
+
+    def document(self, i: int) -> DocumentSpan:
+        starts, ends, ids, srcs, locs = self._load_index()
+        return DocumentSpan(int(starts[i]), int(ends[i]), ids[i], srcs[i], locs[i])
+
+    def documents(self) -> Iterator[DocumentSpan]:
+        """Every document in the shard, in order."""
+        for i in range(self.num_documents):
+            yield self.document(i)
+
+    def documents_overlapping(self, start: int, end: int) -> list[DocumentSpan]:
+        """The documents with at least one token in ``[start, end)``, in order."""
+        starts, ends, *_ = self._load_index()
+        first = int(np.searchsorted(ends, start, side="right"))
+        last = int(np.searchsorted(starts, end, side="left"))
+        return [self.document(i) for i in range(first, last)]
+
+
+class ShardSet:
+    """Shards in a fixed order, read as one concatenated token sequence."""
+
+    def __init__(
+        self,
+        shards: Iterable[TokenShard],
+        *,
+        eos_token_id: int | None = None,
+        inputs: Sequence[Path] = (),
+        manifests: Sequence[Manifest | None] = (),
+        manifest_sha256: Sequence[str | None] = (),
+    ) -> None:
+        self.shards: tuple[TokenShard, ...] = tuple(shards)
+        if not self.shards:
+            raise ValueError("a ShardSet needs at least one shard")
+        dtypes = {shard.dtype.name for shard in self.shards}
+        if len(dtypes) != 1:
+            raise ShardFormatError(f"shards have different dtypes: {sorted(dtypes)}")
+        self.dtype = self.shards[0].dtype
+        self.eos_token_id = eos_token_id
+        self.inputs: tuple[Path, ...] = tuple(inputs)
+        """The paths the set was opened from."""
+        self.manifests: tuple[Manifest | None, ...] = tuple(manifests)
+        """Per input: its manifest, or None for manifest-less input."""
+        self.manifest_sha256: tuple[str | None, ...] = tuple(manifest_sha256)
+        """Per input: sha256 of its manifest file, or None for manifest-less input."""
+        sizes = np.array([shard.num_tokens for shard in self.shards], dtype=np.int64)
+        self.sizes = sizes
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        """offsets[i] is the global offset of shard i's first token; offsets[-1] the total."""
+        self.total_tokens = int(self.offsets[-1])
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def __iter__(self) -> Iterator[TokenShard]:
+        return iter(self.shards)
+
+    def __getitem__(self, i: int) -> TokenShard:
+        return self.shards[i]
+
+    def __repr__(self) -> str:
+        return f"ShardSet({len(self.shards)} shards, {self.total_tokens} {self.dtype.name} tokens)"
+
+    def locate(self, offset: int) -> tuple[int, int]:
+        """``(shard_index, offset_in_shard)`` of a global token offset (empty shards skipped)."""
+        if not 0 <= offset < self.total_tokens:
+            raise IndexError(f"token offset {offset} out of range [0, {self.total_tokens})")
+        shard = int(np.searchsorted(self.offsets, offset, side="right")) - 1
+        return shard, int(offset - self.offsets[shard])
+
+    def locate_many(self, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised :meth:`locate` for in-range offsets (the caller checks the range)."""
+        shard = np.searchsorted(self.offsets, offsets, side="right") - 1
+        return shard, offsets - self.offsets[shard]
+
+    def read(self, start: int, end: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Tokens ``[start, end)`` of the concatenation (may span shards), into ``out`` if given."""
+        if not 0 <= start <= end <= self.total_tokens:
+            raise IndexError(f"token range [{start}, {end}) out of [0, {self.total_tokens})")
+        if out is None:
+            out = np.empty(end - start, dtype=self.dtype)
+        elif len(out) != end - start:
+            raise ValueError(f"out has length {len(out)}, expected {end - start}")
+        filled, pos = 0, start
+        while pos < end:
+            index, local = self.locate(pos)
+            array = self.shards[index].array
+            take = min(end - pos, len(array) - local)
+            out[filled : filled + take] = array[local : local + take]
+            filled += take
+            pos += take
+        return out
