@@ -21,6 +21,7 @@ from olmo_operator.crd import (
     openapi_schema,
     to_json_schema,
 )
+from olmo_operator.spec import SpecError, parse_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO_ROOT / "k8s" / "examples").glob("olmojob-*.yaml"))
@@ -217,8 +218,22 @@ _DELETE = object()
     ],
 )
 def test_invalid_objects_are_rejected(path: str, value: Any, expected: str) -> None:
-    errors = _errors(_with(path, value))
+    obj = _with(path, value)
+    errors = _errors(obj)
     assert any(expected in e for e in errors), errors
+    # The operator's parser reads the spec with the same declaration, so it refuses the same
+    # spec, except inside what it passes on to Kubernetes as is (resources, tolerations) and for
+    # fields the API server prunes.
+    if path.startswith("spec.") and (path, expected) not in SCHEMA_ONLY:
+        with pytest.raises(SpecError):
+            parse_spec(obj["spec"], job_name="run")
+
+
+SCHEMA_ONLY = {
+    ("spec.resources", "does not match"),
+    ("spec.nodePools", "is not one of"),
+    ("spec.replicas", "Additional properties are not allowed"),
+}
 
 
 def test_metadata_takes_any_object_meta_field() -> None:

@@ -1,115 +1,329 @@
-"""An OLMoJob object read into typed, defaulted values.
+"""The OLMoJob spec, declared once: typed fields whose metadata is the CRD's schema.
 
-The API server already validated the object against the CRD's schema; :func:`parse_job` fills
-in the schema's defaults (from the same schema, :func:`olmo_operator.crd.apply_defaults`) and
-checks the few rules a structural schema cannot express. A :class:`SpecError` names the field,
-and the operator turns it into phase Failed with that message.
+Each field says its JSON name, description, bounds, enum, pattern and default in one
+:func:`~olmo_operator.typed_schema.prop`; :mod:`olmo_operator.crd` writes the OpenAPI schema from
+these classes, and :func:`parse_job` reads an object with the same metadata (defaults where a
+field is absent, the schema's checks again for objects that skipped admission). Only the rules
+that span fields are written by hand, in :func:`parse_spec`. A :class:`SpecError` names the
+field, and the operator turns it into phase Failed with that message.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from olmo_operator import contract as c
-from olmo_operator.crd import apply_defaults, openapi_schema
+from olmo_operator import openapi
+from olmo_operator.typed_schema import Pattern, SpecError, parse, prop
+
+spec_type = dataclasses.dataclass(frozen=True, kw_only=True)
+"""How every spec class is declared (keyword-only, so fields keep the schema's order)."""
+
+# A relative path inside a volume: no leading slash, no empty components, and (checked by the
+# operator, since Kubernetes regular expressions have no lookahead) no "." or "..".
+RELATIVE_PATH = Pattern(
+    r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$",
+    must="be a relative path inside the volume",
+    also=lambda path: not {".", ".."} & set(path.split("/")),
+)
+OVERRIDE = Pattern(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*=.*$", must="look like KEY=VALUE")
 
 
-class SpecError(ValueError):
-    """The OLMoJob cannot be run as written."""
+def _resources(description: str) -> Any:
+    return prop("resources", description, schema=openapi.RESOURCES)
 
 
-@dataclass(frozen=True)
+def _tolerations(description: str) -> Any:
+    return prop("tolerations", description, schema=openapi.TOLERATION)
+
+
+@spec_type
 class ConfigRef:
-    name: str
-    key: str
+    """A key of a ConfigMap in the OLMoJob's namespace."""
+
+    name: str = prop("name", "ConfigMap name (same namespace).", required=True, min_length=1)
+    key: str = prop("key", "Key within the ConfigMap.", default=c.CONFIG_FILE, min_length=1)
 
 
-@dataclass(frozen=True)
+@spec_type
+class PipelineRef(ConfigRef):
+    """A key of a ConfigMap in the OLMoJob's namespace (the pipeline file by default)."""
+
+    key: str = prop("key", "Key within the ConfigMap.", default=c.PIPELINE_FILE, min_length=1)
+
+
+@spec_type
+class SecretRef:
+    """A key of a Secret in the OLMoJob's namespace."""
+
+    name: str = prop("name", "Secret name (same namespace).", required=True, min_length=1)
+    key: str = prop("key", "Key within the Secret.", default="api-key", min_length=1)
+
+
+@spec_type
+class SecretName:
+    """A Secret in the OLMoJob's namespace."""
+
+    name: str = prop("name", "Secret name.", required=True, min_length=1)
+
+
+@spec_type
 class Model:
-    preset: str | None = None
-    config: str | None = None
-    config_map: ConfigRef | None = None
+    """The model and training config."""
+
+    ONE_OF: ClassVar[tuple[str, ...]] = ("preset", "config", "configMapRef")
+
+    preset: str | None = prop(
+        "preset",
+        f"A config shipped in the trainer image at {c.IMAGE_CONFIGS_DIR}/<preset>.yaml.",
+        enum=c.PRESETS,
+    )
+    config: str | None = prop(
+        "config", "A whole training config (YAML), mounted into the pods as a file.", min_length=1
+    )
+    config_map: ConfigRef | None = prop(
+        "configMapRef", "A training config (YAML) stored in a ConfigMap."
+    )
 
 
-@dataclass(frozen=True)
+@spec_type
 class Prepare:
-    pipeline: ConfigRef
-    workers: int = 1
-    image: str | None = None
-    resources: dict[str, Any] = field(default_factory=dict)
+    """The data-prep pipeline run before training."""
+
+    pipeline: PipelineRef = prop(
+        "pipelineConfigMap", "The olmo-dataprep pipeline config.", required=True
+    )
+    workers: int = prop(
+        "workers",
+        "Data-prep workers (completions = parallelism of the Indexed Job).",
+        minimum=1,
+        maximum=1024,
+        default=1,
+    )
+    image: str | None = prop("image", "Data-prep image (default: spec.image).")
+    resources: dict[str, Any] = _resources("Resources of each data-prep pod.")
 
 
-@dataclass(frozen=True)
+@spec_type
 class Dataset:
-    claim_name: str
-    path: str = "tokens"
-    prepare: Prepare | None = None
+    """Token shards on a PersistentVolumeClaim."""
+
+    claim_name: str = prop(
+        "claimName", "PersistentVolumeClaim holding the dataset.", required=True, min_length=1
+    )
+    path: str = prop(
+        "path",
+        "Folder of token shards (with manifest.json) inside the volume.",
+        default="tokens",
+        pattern=RELATIVE_PATH,
+    )
+    prepare: Prepare | None = prop(
+        "prepare",
+        "Run the data-prep pipeline (an Indexed Job) into the dataset volume before training.",
+    )
 
 
-@dataclass(frozen=True)
+@spec_type
 class NodePool:
-    name: str
-    node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: tuple[dict[str, Any], ...] = ()
-    preemptible: bool = False
-    max_preemptions: int = 3
+    """A node pool the trainer may run on. Pools are tried in order."""
+
+    name: str = prop(
+        "name", "Pool name (shown in status.nodePool).", required=True, min_length=1, max_length=63
+    )
+    node_selector: dict[str, str] = prop("nodeSelector", "Node labels the trainer pods require.")
+    tolerations: tuple[dict[str, Any], ...] = _tolerations("Tolerations for the pool's taints.")
+    preemptible: bool = prop(
+        "preemptible",
+        "Spot/preemptible capacity: after maxPreemptions preemptions here the job moves to the "
+        "next pool.",
+        default=False,
+    )
+    max_preemptions: int = prop(
+        "maxPreemptions",
+        "Preemptions on this (preemptible) pool before falling back to the next pool.",
+        minimum=1,
+        default=3,
+    )
 
 
-@dataclass(frozen=True)
+@spec_type
 class Checkpoint:
-    claim_name: str
-    path: str
-    interval: int = 1000
-    keep_last: int = 3
-    keep_every: int | None = None
-    require_evaluated: bool = False
+    """Where checkpoints go and which are kept."""
+
+    claim_name: str = prop(
+        "claimName", "PersistentVolumeClaim for the run directory.", required=True, min_length=1
+    )
+    # None only until parse_spec fills in the OLMoJob's name.
+    path: str | None = prop(
+        "path",
+        "Run directory inside the volume (default: the OLMoJob's name).",
+        pattern=RELATIVE_PATH,
+    )
+    interval: int = prop("interval", "Save a checkpoint every N steps.", minimum=1, default=1000)
+    keep_last: int = prop(
+        "keepLast",
+        "Keep the newest N complete checkpoints (the newest is never deleted).",
+        minimum=1,
+        default=3,
+    )
+    keep_every: int | None = prop(
+        "keepEvery", "Also keep every checkpoint whose step is a multiple of this.", minimum=1
+    )
+    require_evaluated: bool = prop(
+        "requireEvaluated",
+        "Never delete a checkpoint the eval worker has not evaluated (needs eval.enabled).",
+        default=False,
+    )
 
 
-@dataclass(frozen=True)
+@spec_type
 class Eval:
-    enabled: bool = False
-    tasks: tuple[str, ...] = ()
-    limit: int | None = None
-    image: str | None = None
-    resources: dict[str, Any] = field(default_factory=dict)
-    node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: tuple[dict[str, Any], ...] = ()
+    """The eval worker."""
+
+    enabled: bool = prop("enabled", "Run the eval worker.", default=False)
+    tasks: tuple[str, ...] = prop(
+        "tasks", "Downstream tasks to evaluate (default: the worker's own list).", min_length=1
+    )
+    limit: int | None = prop("limit", "Evaluate at most N examples per task.", minimum=1)
+    image: str | None = prop("image", "Eval worker image (default: spec.image).")
+    resources: dict[str, Any] = _resources("Resources of the eval worker pod.")
+    node_selector: dict[str, str] = prop(
+        "nodeSelector", "Node labels the eval worker pod requires (e.g. a large-memory CPU pool)."
+    )
+    tolerations: tuple[dict[str, Any], ...] = _tolerations("Tolerations of the eval worker pod.")
 
 
-@dataclass(frozen=True)
+@spec_type
 class WandB:
-    project: str | None = None
-    entity: str | None = None
-    mode: str | None = None
-    secret: ConfigRef | None = None
+    """Weights & Biases logging."""
+
+    project: str | None = prop("project", "W&B project.")
+    entity: str | None = prop("entity", "W&B entity (team or user).")
+    mode: str | None = prop(
+        "mode",
+        "online needs secretRef; offline writes runs into the run directory.",
+        enum=("online", "offline", "disabled"),
+    )
+    secret: SecretRef | None = prop(
+        "secretRef", f"Secret holding the W&B API key (env {c.ENV_WANDB_KEY})."
+    )
 
 
-@dataclass(frozen=True)
+@spec_type
 class JobSpec:
-    model: Model
-    dataset: Dataset
-    image: str
-    checkpoint: Checkpoint
-    image_pull_policy: str = "IfNotPresent"
-    image_pull_secrets: tuple[str, ...] = ()
-    nodes: int = 1
-    gpus_per_node: int = 8
-    processes_per_node: int = 1
-    resources: dict[str, Any] = field(default_factory=dict)
-    node_pools: tuple[NodePool, ...] = ()
-    max_failures: int = 3
-    eval: Eval = field(default_factory=Eval)
-    wandb: WandB | None = None
-    suspend: bool = False
-    ttl_seconds_after_finished: int | None = None
-    queue_name: str | None = None
-    priority_class_name: str | None = None
-    termination_grace_period_seconds: int = 120
-    max_steps: int | None = None
-    overrides: tuple[str, ...] = ()
-    env: tuple[dict[str, Any], ...] = ()
+    """What to train, on which nodes, and how to survive failures."""
+
+    model: Model = prop(
+        "model",
+        "The model and training config: exactly one of preset, config or configMapRef.",
+        required=True,
+    )
+    dataset: Dataset = prop(
+        "dataset",
+        f"Token shards: a PersistentVolumeClaim mounted read-only at {c.DATA_MOUNT} (read-write "
+        "for data-prep).",
+        required=True,
+    )
+    image: str = prop(
+        "image", "Trainer image (torch, DeepSpeed, the olmo package).", required=True, min_length=1
+    )
+    image_pull_policy: str = prop(
+        "imagePullPolicy",
+        "Image pull policy of every pod.",
+        enum=("Always", "IfNotPresent", "Never"),
+        default="IfNotPresent",
+    )
+    image_pull_secrets: tuple[str, ...] = prop(
+        "imagePullSecrets",
+        "Secrets (in the OLMoJob's namespace) for pulling the images of every pod from a "
+        "private registry.",
+        wire=tuple[SecretName, ...],
+        convert=lambda refs: tuple(ref.name for ref in refs),
+    )
+    nodes: int = prop(
+        "nodes",
+        "Trainer pods (one per node): completions = parallelism of the Indexed Job.",
+        minimum=1,
+        maximum=4096,
+        default=1,
+    )
+    gpus_per_node: int = prop(
+        "gpusPerNode",
+        "GPUs per trainer pod (nvidia.com/gpu) and processes per pod; 0 trains on CPU.",
+        minimum=0,
+        maximum=64,
+        default=8,
+    )
+    processes_per_node: int = prop(
+        "processesPerNode",
+        "Trainer processes per pod when gpusPerNode is 0 (CPU, gloo).",
+        minimum=1,
+        maximum=256,
+        default=1,
+    )
+    resources: dict[str, Any] = _resources(
+        "Extra resources of each trainer pod (cpu, memory, ...); nvidia.com/gpu comes from "
+        "gpusPerNode."
+    )
+    node_pools: tuple[NodePool, ...] = prop(
+        "nodePools",
+        "Ordered node pools: start on the first, fall back to the next after maxPreemptions "
+        "preemptions on a preemptible pool, stay on the last. Empty: no node selection.",
+        max_items=16,
+        list_map_keys=("name",),
+    )
+    max_failures: int = prop(
+        "maxFailures",
+        "Restarts after failures (not preemptions) before the job is Failed.",
+        minimum=0,
+        default=3,
+    )
+    checkpoint: Checkpoint = prop(
+        "checkpoint",
+        f"Checkpoints: a shared PersistentVolumeClaim mounted at {c.CHECKPOINTS_MOUNT} on every "
+        "trainer pod (ReadWriteMany for more than one node) and the retention policy.",
+        required=True,
+    )
+    eval: Eval = prop("eval", "The eval worker: a Deployment that evaluates every new checkpoint.")
+    wandb: WandB | None = prop("wandb", "Weights & Biases logging.")
+    suspend: bool = prop(
+        "suspend",
+        "Stop the current attempt (pods deleted, checkpoints kept); false again resumes from the "
+        "latest checkpoint.",
+        default=False,
+    )
+    ttl_seconds_after_finished: int | None = prop(
+        "ttlSecondsAfterFinished",
+        "Delete the OLMoJob (and its children) this long after it succeeded or failed.",
+        minimum=0,
+    )
+    queue_name: str | None = prop(
+        "queueName",
+        f"Kueue LocalQueue: Jobs get the {c.KUEUE_QUEUE_LABEL} label and start suspended until "
+        "Kueue admits them.",
+        min_length=1,
+    )
+    priority_class_name: str | None = prop(
+        "priorityClassName", "PriorityClass of the trainer and eval pods.", min_length=1
+    )
+    termination_grace_period_seconds: int = prop(
+        "terminationGracePeriodSeconds",
+        "Seconds between SIGTERM and SIGKILL; the trainer saves a checkpoint on SIGTERM when its "
+        f"last save fits (also passed as {c.ENV_GRACE}).",
+        minimum=0,
+        default=120,
+    )
+    max_steps: int | None = prop("maxSteps", "Override the config's max_steps.", minimum=1)
+    overrides: tuple[str, ...] = prop(
+        "overrides",
+        "Extra trainer config overrides, each passed as --set KEY=VALUE (VALUE read as YAML).",
+        pattern=OVERRIDE,
+    )
+    env: tuple[dict[str, Any], ...] = prop(
+        "env", "Extra environment variables of the trainer pods.", schema=openapi.ENV_VAR
+    )
 
     @property
     def procs_per_node(self) -> int:
@@ -131,7 +345,7 @@ class JobSpec:
         return self.node_pools[max(0, min(index, len(self.node_pools) - 1))]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class OLMoJob:
     """The parts of an OLMoJob object the operator decides from."""
 
@@ -164,164 +378,12 @@ def parse_job(obj: Mapping[str, Any]) -> OLMoJob:
 
 
 def parse_spec(raw: Mapping[str, Any], *, job_name: str) -> JobSpec:
-    """Read ``spec`` (defaults filled in from the CRD). Raises :class:`SpecError`."""
-    spec_schema = openapi_schema()["properties"]["spec"]
-    s = apply_defaults(spec_schema, dict(raw))
-    for key in spec_schema["required"]:
-        if key not in s:
-            raise SpecError(f"spec.{key} is required")
-    if not isinstance(s["image"], str) or not s["image"]:
-        raise SpecError("spec.image must be a non-empty string")
-
-    m = s["model"]
-    given = [k for k in ("preset", "config", "configMapRef") if m.get(k) is not None]
-    if len(given) != 1:
-        raise SpecError(
-            "spec.model needs exactly one of preset, config, configMapRef "
-            f"(got {', '.join(given) or 'none'})"
-        )
-    if m.get("preset") is not None and m["preset"] not in c.PRESETS:
-        raise SpecError(f"spec.model.preset must be one of {', '.join(c.PRESETS)}")
-    model = Model(
-        preset=m.get("preset"),
-        config=m.get("config"),
-        config_map=_ref(m["configMapRef"], c.CONFIG_FILE) if m.get("configMapRef") else None,
-    )
-
-    d = s["dataset"]
-    prepare = None
-    if d.get("prepare"):
-        p = d["prepare"]
-        if not p.get("pipelineConfigMap"):
-            raise SpecError("spec.dataset.prepare.pipelineConfigMap is required")
-        prepare = Prepare(
-            pipeline=_ref(p["pipelineConfigMap"], c.PIPELINE_FILE),
-            workers=_int(p.get("workers", 1), "spec.dataset.prepare.workers", minimum=1),
-            image=p.get("image"),
-            resources=dict(p.get("resources") or {}),
-        )
-    dataset = Dataset(
-        claim_name=_required_str(d, "claimName", "spec.dataset"),
-        path=_relative_path(d.get("path", "tokens"), "spec.dataset.path"),
-        prepare=prepare,
-    )
-
-    k = s["checkpoint"]
-    checkpoint = Checkpoint(
-        claim_name=_required_str(k, "claimName", "spec.checkpoint"),
-        path=_relative_path(k.get("path") or job_name, "spec.checkpoint.path"),
-        interval=_int(k.get("interval", 1000), "spec.checkpoint.interval", minimum=1),
-        keep_last=_int(k.get("keepLast", 3), "spec.checkpoint.keepLast", minimum=1),
-        keep_every=(
-            _int(k["keepEvery"], "spec.checkpoint.keepEvery", minimum=1)
-            if k.get("keepEvery") is not None
-            else None
-        ),
-        require_evaluated=bool(k.get("requireEvaluated", False)),
-    )
-
-    pools = []
-    for i, pool in enumerate(s.get("nodePools") or []):
-        pools.append(
-            NodePool(
-                name=_required_str(pool, "name", f"spec.nodePools[{i}]"),
-                node_selector=dict(pool.get("nodeSelector") or {}),
-                tolerations=tuple(pool.get("tolerations") or ()),
-                preemptible=bool(pool.get("preemptible", False)),
-                max_preemptions=_int(
-                    pool.get("maxPreemptions", 3), f"spec.nodePools[{i}].maxPreemptions", minimum=1
-                ),
-            )
-        )
-    if len({p.name for p in pools}) != len(pools):
-        raise SpecError("spec.nodePools names must be unique")
-
-    e = s.get("eval") or {}
-    evaluation = Eval(
-        enabled=bool(e.get("enabled", False)),
-        tasks=tuple(e.get("tasks") or ()),
-        limit=_int(e["limit"], "spec.eval.limit", minimum=1) if e.get("limit") else None,
-        image=e.get("image"),
-        resources=dict(e.get("resources") or {}),
-        node_selector=dict(e.get("nodeSelector") or {}),
-        tolerations=tuple(dict(t) for t in e.get("tolerations") or ()),
-    )
-
-    wandb = None
-    if s.get("wandb"):
-        w = s["wandb"]
-        wandb = WandB(
-            project=w.get("project"),
-            entity=w.get("entity"),
-            mode=w.get("mode"),
-            secret=_ref(w["secretRef"], "api-key") if w.get("secretRef") else None,
-        )
-
-    return JobSpec(
-        model=model,
-        dataset=dataset,
-        image=s["image"],
-        checkpoint=checkpoint,
-        image_pull_policy=s.get("imagePullPolicy", "IfNotPresent"),
-        image_pull_secrets=tuple(r["name"] for r in s.get("imagePullSecrets") or ()),
-        nodes=_int(s.get("nodes", 1), "spec.nodes", minimum=1),
-        gpus_per_node=_int(s.get("gpusPerNode", 8), "spec.gpusPerNode", minimum=0),
-        processes_per_node=_int(s.get("processesPerNode", 1), "spec.processesPerNode", minimum=1),
-        resources=dict(s.get("resources") or {}),
-        node_pools=tuple(pools),
-        max_failures=_int(s.get("maxFailures", 3), "spec.maxFailures", minimum=0),
-        eval=evaluation,
-        wandb=wandb,
-        suspend=bool(s.get("suspend", False)),
-        ttl_seconds_after_finished=(
-            _int(s["ttlSecondsAfterFinished"], "spec.ttlSecondsAfterFinished", minimum=0)
-            if s.get("ttlSecondsAfterFinished") is not None
-            else None
-        ),
-        queue_name=s.get("queueName") or None,
-        priority_class_name=s.get("priorityClassName") or None,
-        termination_grace_period_seconds=_int(
-            s.get("terminationGracePeriodSeconds", 120),
-            "spec.terminationGracePeriodSeconds",
-            minimum=0,
-        ),
-        max_steps=_int(s["maxSteps"], "spec.maxSteps", minimum=1) if s.get("maxSteps") else None,
-        overrides=tuple(_override(o, i) for i, o in enumerate(s.get("overrides") or ())),
-        env=tuple(s.get("env") or ()),
-    )
-
-
-def _ref(raw: Mapping[str, Any], default_key: str) -> ConfigRef:
-    if not raw.get("name"):
-        raise SpecError("a name is required in every ConfigMap/Secret reference")
-    return ConfigRef(name=raw["name"], key=raw.get("key") or default_key)
-
-
-def _required_str(raw: Mapping[str, Any], key: str, where: str) -> str:
-    value = raw.get(key)
-    if not isinstance(value, str) or not value:
-        raise SpecError(f"{where}.{key} is required")
-    return value
-
-
-def _int(value: Any, where: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"{where} must be an integer, got {value!r}")
-    if value < minimum:
-        raise SpecError(f"{where} must be at least {minimum}, got {value}")
-    return value
-
-
-def _relative_path(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise SpecError(f"{where} must be a non-empty relative path")
-    parts = value.split("/")
-    if value.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise SpecError(f"{where} must be a relative path inside the volume, got {value!r}")
-    return value
-
-
-def _override(value: Any, index: int) -> str:
-    if not isinstance(value, str) or "=" not in value or value.startswith("="):
-        raise SpecError(f"spec.overrides[{index}] must look like KEY=VALUE, got {value!r}")
-    return value
+    """Read ``spec``: the declared defaults and checks, then the rules across fields. Raises
+    :class:`SpecError`."""
+    spec: JobSpec = parse(JobSpec, raw, "spec")
+    # The run directory defaults to the job's name (a DNS label, so a valid relative path),
+    # which no schema default can say.
+    if spec.checkpoint.path is None:
+        checkpoint = dataclasses.replace(spec.checkpoint, path=job_name)
+        spec = dataclasses.replace(spec, checkpoint=checkpoint)
+    return spec

@@ -1,0 +1,70 @@
+"""Startup policy: when an attempt may start, and what starting it means.
+
+Attempt N+1 starts once its ``restartAt`` (the failure backoff) has passed and the old
+attempt's pods have stopped — or the grace period plus ``Timing.termination_wait_seconds`` has
+passed — so that two gangs never write the run directory at once. Starting creates everything
+the attempt needs on the current node pool (names are per attempt, so nothing waits for the old
+objects' deletion). A missing Job of the current attempt is re-created the same way, without
+counting a new attempt.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from olmo_operator import contract as c
+from olmo_operator.lifecycle.action import ActionKind
+from olmo_operator.lifecycle.observed import attempt_of, pod_done
+from olmo_operator.lifecycle.plan import Plan, now_iso, parse_time
+from olmo_operator.resources import AttemptState, desired_objects
+
+
+def start(plan: Plan, attempt: int, *, counted: bool) -> None:
+    """Create (or re-create) everything attempt ``attempt`` needs."""
+    spec, job = plan.spec, plan.job
+    pool_index = int(plan.get("nodePoolIndex", 0))
+    if spec.node_pools:
+        pool_index = max(0, min(pool_index, len(spec.node_pools) - 1))
+        pool = spec.node_pools[pool_index]
+        plan.set(nodePoolIndex=pool_index, nodePool=pool.name)
+    state = AttemptState(attempt=attempt, node_pool_index=pool_index)
+    plan.create.extend(desired_objects(job, state))
+    plan.remove(plan.kids.not_of_attempt(attempt))
+    where = f" on node pool {spec.node_pools[pool_index].name}" if spec.node_pools else ""
+    if spec.queue_name:
+        plan.to_phase(
+            c.PENDING,
+            f"attempt {attempt}{where} queued in Kueue queue {spec.queue_name}",
+        )
+    else:
+        plan.to_phase(c.RUNNING, f"attempt {attempt}{where}: {spec.nodes} node(s)")
+    plan.set(attempt=attempt, restartAt=None, failureSeenAt=None)
+    if not plan.get("startTime"):
+        plan.set(startTime=now_iso(plan.now))
+    plan.condition("Running", True, "AttemptStarted", f"attempt {attempt}")
+    plan.kind = ActionKind.START_ATTEMPT
+    plan.new_attempt = attempt if counted else None
+    if not counted:
+        plan.message = f"re-creating the missing objects of attempt {attempt}"
+
+
+def restart_when_due(plan: Plan, attempt: int) -> None:
+    """Phase Restarting: start ``attempt`` once the backoff is over and the old pods are gone."""
+    restart_at = parse_time(plan.old.get("restartAt"))
+    if restart_at is not None and plan.now < restart_at:
+        plan.message = f"attempt {attempt} starts at {now_iso(restart_at)} (backoff)"
+        return
+    lingering = [p for p in plan.kids.trainer_pods if attempt_of(p) != attempt and not pod_done(p)]
+    if lingering:
+        ended = parse_time((plan.old.get("lastRestart") or {}).get("time")) or plan.now
+        limit = ended + dt.timedelta(
+            seconds=plan.spec.termination_grace_period_seconds
+            + plan.timing.termination_wait_seconds
+        )
+        if plan.now < limit:
+            plan.message = (
+                f"waiting for {len(lingering)} pod(s) of the previous attempt to stop "
+                f"(until {now_iso(limit)})"
+            )
+            return
+    start(plan, attempt, counted=True)
