@@ -1,4 +1,4 @@
-"""The trainer's overhead: a full ``Trainer._train_step()`` (DeepSpeed ZeRO-3, bf16) against a
+"""The trainer's overhead: a full ``Trainer.train_step()`` (DeepSpeed ZeRO-3, bf16) against a
 bare training step on the same model architecture and the same micro-batches.
 
 The bare step is what the trainer must do at least: plain ``OLMo`` (fp32 weights) under CPU
@@ -116,7 +116,7 @@ class BareStep:
 
 def trainer_batches(trainer, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The micro-batches the trainer consumes in its first ``count`` steps (one per step)."""
-    from olmo.train.trainer import make_inputs
+    from olmo.train.step import make_inputs
 
     batch = trainer.config.batch.global_batch_size
     return [
@@ -144,7 +144,7 @@ def bench_preset(preset: str, args, dist, workdir: Path) -> dict:
     config = train_config(preset, data, args.seq_len, args.batch)
     trainer = Trainer(config, workdir / f"run-{preset}", dist)
     bare = BareStep(config, trainer_batches(trainer, total_steps))
-    steps = {"trainer": trainer._train_step, "bare": bare}
+    steps = {"trainer": trainer.train_step, "bare": bare}
     try:
         for _ in range(args.warmup):  # allocator, kernels, optimizer state
             for step in steps.values():
@@ -159,7 +159,7 @@ def bench_preset(preset: str, args, dist, workdir: Path) -> dict:
                     step()
                 seconds[name].append((time.perf_counter() - start) / args.steps)
     finally:
-        trainer.metrics.close()
+        trainer.callbacks.on_finish()
     trainer_s, bare_s = statistics.median(seconds["trainer"]), statistics.median(seconds["bare"])
     del trainer, bare, steps
     gc.collect()

@@ -1,4 +1,5 @@
-"""Checkpoints on disk: the layout contract (``layout``) and the one retention policy.
+"""Checkpoints on disk: the layout contract (``layout``; its names in ``paths``) and the one
+retention policy.
 
 Standard library only, so that the operator and the eval worker (no torch) can import it. The
 trainer's save/load code builds on these names; ``olmo-ckpt`` (``olmo.checkpoints.cli``) lists

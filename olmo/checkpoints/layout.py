@@ -15,36 +15,72 @@ multi-node job writes into the same folder), ``COMPLETE`` is written inside it l
 folder is renamed to its final name. Only folders with a valid ``COMPLETE`` marker are ever loaded
 or counted. ``latest`` is only a hint: a scan of the folder always wins.
 
-Standard library only: the operator and the eval worker import this without torch.
+Every name and path builder of the layout is in ``olmo.checkpoints.paths``, the file-system
+mechanics (hashing, sizes, removal) in ``olmo.checkpoints.folders``; this module holds what the
+files mean (writing, completeness, scanning) and re-exports both, so that ``layout`` is the one
+name callers import. Standard library only: the operator and the eval worker import this
+without torch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import re
-import shutil
-import stat
-import sys
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from olmo.checkpoints.folders import (
+    hash_and_sync,
+    payload_files,
+    remove_tree,
+    safe_join,
+    same_path,
+    tree_stats,
+)
+from olmo.checkpoints.paths import (
+    CHECKPOINTS_DIR,
+    COMPLETE,
+    CONFIG_FILE,
+    DEEPSPEED_TAG,
+    EVAL_DIR,
+    EVALUATED,
+    LATEST,
+    RNG_DIR,
+    TEMP_PREFIX,
+    TRAINER_STATE,
+    UNIVERSAL_CACHE,
+    StrPath,
+    check_count,
+    checkpoints_dir,
+    eval_result_path,
+    final_dir,
+    is_count,
+    parse_step,
+    step_dir_name,
+    temp_dir,
+)
 from olmo.fileio import fsync_dir, sha256_file, write_atomic
+from olmo.json_records import now_iso, read_json_object
 
 __all__ = [
     "CHECKPOINTS_DIR",
     "COMPLETE",
+    "CONFIG_FILE",
+    "DEEPSPEED_TAG",
     "EVALUATED",
     "EVAL_DIR",
     "LATEST",
+    "RNG_DIR",
     "TEMP_PREFIX",
+    "TRAINER_STATE",
+    "UNIVERSAL_CACHE",
     "CheckpointInfo",
+    "StrPath",
     "checkpoint_info",
     "checkpoints_dir",
+    "completeness_problem",
     "eval_result_path",
     "final_dir",
     "finalize",
@@ -69,61 +105,6 @@ __all__ = [
     "write_latest_pointer",
 ]
 
-StrPath = str | os.PathLike[str]
-
-CHECKPOINTS_DIR = "checkpoints"
-COMPLETE = "COMPLETE"
-EVALUATED = "EVALUATED"
-LATEST = "latest"
-TEMP_PREFIX = ".tmp-"
-EVAL_DIR = "eval"
-
-_MARKERS = frozenset({COMPLETE, EVALUATED})
-_STEP_RE = re.compile(r"step([0-9]{6,})")
-# Temporary files of our own atomic writes: ".COMPLETE.tmp-<pid>-<hex>" and the like.
-_ATOMIC_TMP_RE = re.compile(r"\..+\.tmp-[0-9]+-[0-9a-f]+")
-_CHUNK = 1 << 20
-
-
-# --------------------------------------------------------------------------------------------
-# Names and paths
-
-
-def checkpoints_dir(run_dir: StrPath) -> Path:
-    """``RUN_DIR/checkpoints``."""
-    return Path(run_dir) / CHECKPOINTS_DIR
-
-
-def step_dir_name(step: int) -> str:
-    """``123`` → ``"step000123"`` (more digits when step ≥ 10**6)."""
-    _check_count("step", step)
-    return f"step{step:06d}"
-
-
-def parse_step(name: str) -> int | None:
-    """``"step000123"`` → 123; None for any other name (temp names, non-canonical padding)."""
-    match = _STEP_RE.fullmatch(name)
-    if match is None:
-        return None
-    step = int(match.group(1))
-    # Only the canonical spelling counts, so one step can never have two folders.
-    return step if step_dir_name(step) == name else None
-
-
-def temp_dir(run_dir: StrPath, step: int) -> Path:
-    """``RUN_DIR/checkpoints/.tmp-stepNNNNNN``: where a checkpoint is written before finalize."""
-    return checkpoints_dir(run_dir) / f"{TEMP_PREFIX}{step_dir_name(step)}"
-
-
-def final_dir(run_dir: StrPath, step: int) -> Path:
-    """``RUN_DIR/checkpoints/stepNNNNNN``."""
-    return checkpoints_dir(run_dir) / step_dir_name(step)
-
-
-def eval_result_path(run_dir: StrPath, step: int) -> Path:
-    """``RUN_DIR/eval/stepNNNNNN.json``."""
-    return Path(run_dir) / EVAL_DIR / f"{step_dir_name(step)}.json"
-
 
 # --------------------------------------------------------------------------------------------
 # Writing
@@ -138,7 +119,7 @@ def prepare_temp_dir(run_dir: StrPath, step: int) -> Path:
     """
     path = temp_dir(run_dir, step)
     if path.exists():
-        _rmtree(path)
+        remove_tree(path)
     path.mkdir(parents=True)
     return path
 
@@ -149,13 +130,13 @@ def write_complete(ckpt_dir: StrPath, *, step: int, tokens: int) -> dict[str, An
     Each file is fsynced as it is hashed, so the marker is never durable before the data it
     vouches for. Returns the marker's content.
     """
-    _check_count("step", step)
-    _check_count("tokens", tokens)
+    check_count("step", step)
+    check_count("tokens", tokens)
     root = Path(ckpt_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"checkpoint folder {root} does not exist")
-    files = {rel: _hash_and_sync(root / rel) for rel in _payload_files(root)}
-    content = {"step": step, "tokens": tokens, "files": files, "created": _now_iso()}
+    files = {rel: hash_and_sync(root / rel) for rel in payload_files(root)}
+    content = {"step": step, "tokens": tokens, "files": files, "created": now_iso()}
     write_atomic(root / COMPLETE, json.dumps(content, indent=1, sort_keys=True) + "\n")
     return content
 
@@ -172,7 +153,7 @@ def finalize(run_dir: StrPath, temp: StrPath, *, step: int, tokens: int) -> Path
     final = final_dir(run_dir, step)
     if not temp.is_dir():
         raise FileNotFoundError(f"temporary checkpoint folder {temp} does not exist")
-    if _same_path(temp, final):
+    if same_path(temp, final):
         raise ValueError(f"{temp} is already the final folder; write under temp_dir() instead")
     if is_complete(final):
         raise FileExistsError(f"checkpoint {final} already exists and is complete")
@@ -180,7 +161,7 @@ def finalize(run_dir: StrPath, temp: StrPath, *, step: int, tokens: int) -> Path
     if final.exists() or final.is_symlink():
         if is_complete(final):  # appeared while we were hashing
             raise FileExistsError(f"checkpoint {final} already exists and is complete")
-        _rmtree(final)
+        remove_tree(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.rename(temp, final)
     fsync_dir(final.parent)
@@ -193,7 +174,7 @@ def mark_evaluated(ckpt_dir: StrPath, info: dict[str, Any]) -> None:
     root = Path(ckpt_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"checkpoint folder {root} does not exist")
-    content = {**info, "created": _now_iso()}
+    content = {**info, "created": now_iso()}
     write_atomic(root / EVALUATED, json.dumps(content, indent=1, sort_keys=True) + "\n")
 
 
@@ -203,12 +184,12 @@ def mark_evaluated(ckpt_dir: StrPath, info: dict[str, Any]) -> None:
 
 def read_complete(ckpt_dir: StrPath) -> dict[str, Any] | None:
     """The ``COMPLETE`` marker's content; None if it is missing or not a JSON object."""
-    return _read_json_object(Path(ckpt_dir) / COMPLETE)
+    return read_json_object(Path(ckpt_dir) / COMPLETE)
 
 
 def read_evaluated(ckpt_dir: StrPath) -> dict[str, Any] | None:
     """The ``EVALUATED`` marker's content; None if it is missing or not a JSON object."""
-    return _read_json_object(Path(ckpt_dir) / EVALUATED)
+    return read_json_object(Path(ckpt_dir) / EVALUATED)
 
 
 def is_evaluated(ckpt_dir: StrPath) -> bool:
@@ -244,7 +225,7 @@ def completeness_problem(ckpt_dir: StrPath, verify: bool = False) -> str | None:
     marker = read_complete(root)
     if marker is None:
         return f"checkpoint {root}: the {COMPLETE} marker is not a JSON object"
-    if not _is_count(marker.get("step")) or marker["step"] != step:
+    if not is_count(marker.get("step")) or marker["step"] != step:
         return f"checkpoint {root}: the {COMPLETE} marker names step {marker.get('step')!r}, not {step}"
     files = marker.get("files")
     if not isinstance(files, dict):
@@ -252,7 +233,7 @@ def completeness_problem(ckpt_dir: StrPath, verify: bool = False) -> str | None:
     if not verify:
         return None
     for rel, expected in sorted(files.items()):
-        path = _safe_join(root, rel)
+        path = safe_join(root, rel)
         if path is None or not isinstance(expected, str):
             return f"checkpoint {root}: {COMPLETE} lists an invalid entry {rel!r}"
         if not path.is_file():
@@ -300,7 +281,7 @@ def checkpoint_info(path: StrPath) -> CheckpointInfo:
     tokens = None
     if complete:
         marker = read_complete(path) or {}
-        tokens = marker.get("tokens") if _is_count(marker.get("tokens")) else None
+        tokens = marker.get("tokens") if is_count(marker.get("tokens")) else None
     size, mtime = tree_stats(path)
     return CheckpointInfo(
         step=step,
@@ -396,32 +377,7 @@ def resolve_checkpoint(run_dir: StrPath, spec: str) -> Path | None:
 
 
 # --------------------------------------------------------------------------------------------
-# Shared helpers (also used by retention)
-
-
-def tree_stats(path: StrPath) -> tuple[int, float]:
-    """(total bytes of regular files, newest mtime of the folder or anything in it).
-
-    Symlinks are not followed. Entries that vanish during the walk are skipped.
-    """
-    root = Path(path)
-    st = root.lstat()  # FileNotFoundError if the folder itself is gone
-    size, mtime = 0, st.st_mtime
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in (*dirnames, *filenames):
-            try:
-                entry = os.lstat(os.path.join(dirpath, name))
-            except FileNotFoundError:
-                continue
-            mtime = max(mtime, entry.st_mtime)
-            if name in filenames and stat.S_ISREG(entry.st_mode):
-                size += entry.st_size
-    return size, mtime
-
-
-def remove_tree(path: StrPath) -> None:
-    """Remove a folder; already gone (or going, removed concurrently) is fine."""
-    _rmtree(Path(path))
+# The latest pointer and the folder scan
 
 
 def write_latest_pointer(run_dir: StrPath, name: str | None) -> None:
@@ -461,81 +417,3 @@ def _step_dirs(run_dir: StrPath) -> list[tuple[int, Path]]:
         if step is not None and entry.is_dir(follow_symlinks=False):
             found.append((step, root / entry.name))
     return sorted(found)
-
-
-def _payload_files(root: Path) -> list[str]:
-    """Relative posix paths of every file in a checkpoint except the markers."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        top = Path(dirpath) == root
-        for name in sorted(filenames):
-            if top and (name in _MARKERS or _ATOMIC_TMP_RE.fullmatch(name)):
-                continue
-            path = Path(dirpath) / name
-            if path.is_file():
-                out.append(path.relative_to(root).as_posix())
-    return out
-
-
-def _hash_and_sync(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-        with contextlib.suppress(OSError):
-            os.fsync(f.fileno())
-    return digest.hexdigest()
-
-
-def _safe_join(root: Path, rel: object) -> Path | None:
-    if not isinstance(rel, str) or not rel:
-        return None
-    parts = Path(rel).parts
-    if Path(rel).is_absolute() or ".." in parts:
-        return None
-    return root.joinpath(*parts)
-
-
-def _read_json_object(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _rmtree(path: Path) -> None:
-    def ignore_missing(func: Any, p: str, exc: Any) -> None:
-        err = exc[1] if isinstance(exc, tuple) else exc
-        if not isinstance(err, FileNotFoundError):
-            raise err
-
-    if path.is_symlink() or path.is_file():
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        return
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=ignore_missing)
-    else:
-        shutil.rmtree(path, onerror=ignore_missing)
-
-
-def _same_path(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _check_count(what: str, value: object) -> None:
-    if not _is_count(value):
-        raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

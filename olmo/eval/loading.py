@@ -22,6 +22,7 @@ from typing import Any, Literal
 import torch
 
 from olmo.checkpoints import layout
+from olmo.checkpoints.paths import CONFIG_FILE
 from olmo.model.config import ModelConfig
 from olmo.model.transformer import OLMo
 
@@ -110,7 +111,6 @@ def _load_hf(path: Path, device: str | torch.device) -> LoadedModel:
 
 
 def _load_zero3(path: Path, device: str | torch.device, verify: bool) -> LoadedModel:
-    from olmo.train.checkpointing import CONFIG_FILE
     from olmo.train.export import load_consolidated
 
     problem = layout.completeness_problem(path, verify=verify)
@@ -157,8 +157,6 @@ def find_tokenizer(checkpoint: str | os.PathLike[str]) -> Path | None:
     ``data.paths`` whose folder holds one (data-prep writes it next to ``manifest.json``).
     Relative data paths are tried as given and relative to the run directory."""
     import yaml
-
-    from olmo.train.checkpointing import CONFIG_FILE
 
     checkpoint = Path(checkpoint)
     try:

@@ -3,9 +3,10 @@
 A checkpoint folder holds the DeepSpeed ZeRO-3 shards (``deepspeed/``: bf16 module states,
 fp32 master weights and AdamW moments per rank), ``trainer_state.json`` (step, tokens,
 instances consumed, world size, config, versions, git commit, data manifest hashes),
-``config.yaml`` and each rank's RNG states (``rng/rankN.pt``). Every rank writes its shard into
-the same temporary folder (a shared filesystem on multi-node runs); rank 0 then writes the
-trainer state and ``olmo.checkpoints.layout.finalize`` adds ``COMPLETE`` last and renames.
+``config.yaml`` and each rank's RNG states (``rng/rankN.pt``); these names are part of the layout
+contract (``olmo.checkpoints.paths``). Every rank writes its shard into the same temporary
+folder (a shared filesystem on multi-node runs); rank 0 then writes the trainer state and
+``olmo.checkpoints.layout.finalize`` adds ``COMPLETE`` last and renames.
 """
 
 from __future__ import annotations
@@ -24,15 +25,16 @@ import numpy as np
 import torch
 
 from olmo.checkpoints import layout
+from olmo.checkpoints.paths import (
+    CONFIG_FILE,
+    DEEPSPEED_TAG,
+    RNG_DIR,
+    TRAINER_STATE,
+    UNIVERSAL_CACHE,
+)
 from olmo.config import dump_yaml
 from olmo.train.config import TrainConfig
 from olmo.train.distributed import DistInfo, barrier
-
-DEEPSPEED_TAG = "deepspeed"
-TRAINER_STATE = "trainer_state.json"
-CONFIG_FILE = "config.yaml"
-RNG_DIR = "rng"
-UNIVERSAL_CACHE = ".universal"
 
 
 @dataclass

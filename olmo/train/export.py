@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from olmo.checkpoints import layout
+from olmo.checkpoints.paths import CONFIG_FILE, DEEPSPEED_TAG
 from olmo.config import load_yaml, validate
 from olmo.model.config import ModelConfig
-from olmo.train.checkpointing import CONFIG_FILE, DEEPSPEED_TAG
 from olmo.train.config import TrainConfig
 
 

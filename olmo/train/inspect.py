@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from olmo.checkpoints.paths import CONFIG_FILE
 from olmo.config import load_yaml, validate
 from olmo.data.dataset import InstanceDataset
 from olmo.data.order import GlobalOrder
 from olmo.data.shards import open_shards
-from olmo.train.checkpointing import CONFIG_FILE
 from olmo.train.config import TrainConfig
 from olmo.train.schedule import batch_size_at, instances_before
 

@@ -2,7 +2,9 @@
 
 All are pure functions of the optimizer step (0-based: the number of steps already taken), so
 that a resumed run recomputes exactly the values an uninterrupted run would have used, and so
-that ``inspect-batch`` can rebuild any batch offline.
+that ``inspect-batch`` can rebuild any batch offline. The batch-size warmup's doubling is
+computed here only (``_warmup_size``); the trainer's checks, its DeepSpeed config, its steps and
+``inspect-batch`` all ask these functions.
 """
 
 from __future__ import annotations
@@ -11,7 +13,14 @@ import math
 
 from olmo.train.config import BatchConfig, GradClipConfig, SchedulerConfig
 
-__all__ = ["batch_size_at", "grad_clip_at", "instances_before", "lr_at"]
+__all__ = [
+    "batch_size_at",
+    "batch_sizes",
+    "grad_clip_at",
+    "instances_before",
+    "lr_at",
+    "micro_batches",
+]
 
 
 def lr_at(step: int, peak_lr: float, scheduler: SchedulerConfig, max_steps: int) -> float:
@@ -57,10 +66,35 @@ def batch_size_at(tokens_seen: int, batch: BatchConfig) -> int:
     ``warmup_double_every_tokens`` tokens, capped at ``global_batch_size``."""
     if batch.warmup_start_size is None or batch.warmup_double_every_tokens is None:
         return batch.global_batch_size
-    doublings = tokens_seen // batch.warmup_double_every_tokens
+    return _warmup_size(batch, tokens_seen // batch.warmup_double_every_tokens)
+
+
+def batch_sizes(batch: BatchConfig) -> list[int]:
+    """Every global batch size the schedule uses, ascending (the warmup's sizes, then the full
+    ``global_batch_size``)."""
+    if batch.warmup_start_size is None or batch.warmup_double_every_tokens is None:
+        return [batch.global_batch_size]
+    sizes = [_warmup_size(batch, 0)]
+    while sizes[-1] < batch.global_batch_size:
+        sizes.append(_warmup_size(batch, len(sizes)))
+    return sizes
+
+
+def _warmup_size(batch: BatchConfig, doublings: int) -> int:
+    """The warmup's start size doubled ``doublings`` times, capped at ``global_batch_size``."""
+    assert batch.warmup_start_size is not None
     if doublings >= 64:
         return batch.global_batch_size
     return min(batch.global_batch_size, batch.warmup_start_size << doublings)
+
+
+def micro_batches(global_batch: int, world_size: int, requested: int) -> tuple[int, int]:
+    """How each rank runs its share of a global batch: (micro-batch size, micro-batches). The
+    micro-batch is the largest size ≤ ``requested`` that divides the rank's share evenly."""
+    per_rank = global_batch // world_size
+    share = max(per_rank, 1)
+    micro = next((n for n in range(min(share, requested), 0, -1) if share % n == 0), 1)
+    return micro, per_rank // micro
 
 
 def instances_before(step: int, batch: BatchConfig, seq_len: int) -> int:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from olmo.checkpoints import layout
+from olmo.checkpoints import folders, layout
 from olmo.checkpoints.layout import (
     COMPLETE,
     EVALUATED,
@@ -77,10 +77,12 @@ def test_parse_step_accepts_only_canonical_names(name):
 
 
 def test_sha256_file_streams(tmp_path, monkeypatch):
-    monkeypatch.setattr(layout, "_CHUNK", 7)
+    monkeypatch.setattr(folders, "_CHUNK", 7)
     data = bytes(range(256)) * 10
     (tmp_path / "f").write_bytes(data)
-    assert sha256_file(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+    expected = hashlib.sha256(data).hexdigest()
+    assert sha256_file(tmp_path / "f", chunk_bytes=7) == expected
+    assert folders.hash_and_sync(tmp_path / "f") == expected  # what COMPLETE records
 
 
 def test_finalize_writes_complete_and_latest(tmp_path):
@@ -90,7 +92,7 @@ def test_finalize_writes_complete_and_latest(tmp_path):
     marker = json.loads((final / COMPLETE).read_text())
     assert marker["step"] == 100 and marker["tokens"] == 4096
     assert marker["files"] == {rel: hashlib.sha256(data).hexdigest() for rel, data in FILES.items()}
-    assert marker["created"].endswith("+00:00")
+    assert marker["created"].endswith("Z")  # olmo.json_records.now_iso: RFC 3339, UTC
     assert read_complete(final) == marker
     assert (tmp_path / "checkpoints" / LATEST).read_text() == "step000100\n"
     assert is_complete(final) and is_complete(final, verify=True)

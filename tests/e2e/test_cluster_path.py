@@ -34,8 +34,8 @@ from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoin
 from tokenizers import Tokenizer
 
 from olmo.checkpoints import layout
+from olmo.checkpoints.paths import DEEPSPEED_TAG
 from olmo.data.shards import read_manifest
-from olmo.train.checkpointing import DEEPSPEED_TAG
 from olmo_operator import contract as c
 from tests.dataprep.conftest import english_docs, write_jsonl_gz
 from tests.engine import IMAGE_UID, require_image

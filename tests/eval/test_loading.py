@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from olmo.checkpoints import layout
+from olmo.checkpoints.paths import CONFIG_FILE
 from olmo.eval import (
     CheckpointError,
     TokenizerNotFound,
@@ -21,7 +22,6 @@ from olmo.eval import (
     load_tokenizer,
 )
 from olmo.model.hf import save_hf_directory
-from olmo.train.checkpointing import CONFIG_FILE
 
 from .conftest import tiny_olmo
 

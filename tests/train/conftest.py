@@ -1,5 +1,6 @@
-"""Fixtures for trainer tests: a small learnable token dataset, a small config, and a helper
-that runs ``olmo-train`` as real processes (1 process, or 2 under torchrun, gloo on CPU)."""
+"""Fixtures for trainer tests: a small learnable token dataset, a small config, a helper that
+runs ``olmo-train`` as real processes (1 process, or 2 under torchrun, gloo on CPU), and a
+one-process group for tests of the trainer's parts."""
 
 from __future__ import annotations
 
@@ -120,6 +121,32 @@ def run_trainer(
             f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-6000:]}"
         )
     return result
+
+
+def train_config(tmp_path: Path, data: Path | None = None, **extra):
+    """``small_config`` loaded as a ``TrainConfig`` (for tests that build trainer parts)."""
+    from olmo.train.config import load_train_config
+
+    return load_train_config(small_config(tmp_path, data or tmp_path / "no-data", **extra))
+
+
+@pytest.fixture
+def dist():
+    """A one-process gloo group (the collectives work, with nobody else) and its DistInfo."""
+    import torch
+    import torch.distributed
+
+    from olmo.train.distributed import DistInfo
+
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+    )
+    try:
+        yield DistInfo(
+            rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend="gloo"
+        )
+    finally:
+        torch.distributed.destroy_process_group()
 
 
 def losses(run_dir: Path) -> list[tuple[int, float]]:

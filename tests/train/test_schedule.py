@@ -7,7 +7,14 @@ import math
 import pytest
 
 from olmo.train.config import BatchConfig, GradClipConfig, SchedulerConfig
-from olmo.train.schedule import batch_size_at, grad_clip_at, instances_before, lr_at
+from olmo.train.schedule import (
+    batch_size_at,
+    batch_sizes,
+    grad_clip_at,
+    instances_before,
+    lr_at,
+    micro_batches,
+)
 
 PEAK = 4e-4
 
@@ -83,3 +90,28 @@ def test_no_warmup_is_constant():
     b = BatchConfig(global_batch_size=16)
     assert batch_size_at(10**9, b) == 16
     assert instances_before(5, b, 2048) == 80
+
+
+def test_batch_sizes_lists_every_size_the_warmup_passes_through():
+    assert batch_sizes(BatchConfig(global_batch_size=16)) == [16]
+    b = BatchConfig(global_batch_size=8192, warmup_start_size=1024, warmup_double_every_tokens=100)
+    assert batch_sizes(b) == [1024, 2048, 4096, 8192]
+    # Not a power-of-two multiple: the last doubling is capped.
+    b = BatchConfig(global_batch_size=8, warmup_start_size=3, warmup_double_every_tokens=100)
+    assert batch_sizes(b) == [3, 6, 8]
+    assert {batch_size_at(t, b) for t in range(0, 1000, 50)} == set(batch_sizes(b))
+
+
+@pytest.mark.parametrize(
+    ("batch", "world", "requested", "expected"),
+    [
+        (8, 1, 2, (2, 4)),
+        (8, 2, 2, (2, 2)),
+        (8, 2, 3, (2, 2)),  # the largest size <= 3 that divides the 4 instances of a rank
+        (12, 2, 4, (3, 2)),
+        (2, 2, 4, (1, 1)),
+        (7, 1, 7, (7, 1)),
+    ],
+)
+def test_micro_batches_split_each_rank_s_share_evenly(batch, world, requested, expected):
+    assert micro_batches(batch, world, requested) == expected

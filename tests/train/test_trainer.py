@@ -13,12 +13,21 @@ import torch
 from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
 from olmo.checkpoints import layout
+from olmo.checkpoints.paths import (
+    COMPLETE,
+    CONFIG_FILE,
+    DEEPSPEED_TAG,
+    RNG_DIR,
+    TRAINER_STATE,
+    UNIVERSAL_CACHE,
+)
 from olmo.train import exit_codes
-from olmo.train.checkpointing import DEEPSPEED_TAG, TrainerState
+from olmo.train.checkpointing import TrainerState
 from olmo.train.inspect import batch_documents
 from olmo.train.metrics import read_metrics
+from olmo.train.trainer import check_batch_split
 
-from .conftest import losses, run_trainer, small_config, trainer_command, trainer_env
+from .conftest import losses, run_trainer, small_config, train_config, trainer_command, trainer_env
 
 
 def fp32_weights(checkpoint):
@@ -61,7 +70,7 @@ def test_resume_with_a_different_world_size_keeps_the_data_order(uninterrupted, 
     # reference up to float summation order; later steps stay close.
     assert ours[4]["loss"] == pytest.approx(theirs[4]["loss"], rel=1e-3)
     assert [m["loss"] for m in ours] == pytest.approx([m["loss"] for m in theirs], rel=2e-2)
-    assert not (run / ".universal").exists()  # the converted copy was a temporary cache
+    assert not (run / UNIVERSAL_CACHE).exists()  # the converted copy was a temporary cache
     assert TrainerState.read(layout.latest_complete(run).path).world_size == 1
 
 
@@ -75,6 +84,11 @@ def test_reference_run_trains_and_records_its_state(uninterrupted):
     assert state.versions["torch"] and state.versions["deepspeed"]
     assert state.data_manifest_sha256[0] and len(state.data_manifest_sha256[0]) == 64
     assert state.config["model"]["d_model"] == 64
+    # What a checkpoint holds is named by the layout contract (olmo.checkpoints.paths).
+    checkpoint = run / "checkpoints" / "step000008"
+    names = {COMPLETE, CONFIG_FILE, DEEPSPEED_TAG, RNG_DIR, TRAINER_STATE}
+    assert names <= {p.name for p in checkpoint.iterdir()}  # (and DeepSpeed's own scripts)
+    assert (run / CONFIG_FILE).read_text() == (checkpoint / CONFIG_FILE).read_text()
     # Retention ran after each save: keep_last 2 of saves at 4 and 8.
     assert [c.step for c in layout.list_checkpoints(run)] == [4, 8]
     metrics = read_metrics(run)
@@ -229,6 +243,13 @@ def test_downstream_tasks_need_a_tokenizer(tmp_path, dataset):
     config = small_config(tmp_path, dataset, **{"eval.tasks": ["piqa"]})
     result = run_trainer(config, tmp_path / "run", 1, check_rc=exit_codes.CONFIG_ERROR)
     assert "no tokenizer is known" in result.stderr
+
+
+def test_every_batch_of_the_warmup_must_split_over_the_processes(tmp_path):
+    warmup = {"batch.warmup_start_size": 2, "batch.warmup_double_every_tokens": 256}
+    check_batch_split(train_config(tmp_path, **warmup), 2)
+    with pytest.raises(ValueError, match="global batch of 2 instances does not split evenly"):
+        check_batch_split(train_config(tmp_path, **warmup), 4)
 
 
 def test_bad_config_exits_2(tmp_path, dataset):

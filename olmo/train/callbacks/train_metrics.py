@@ -1,0 +1,69 @@
+"""The training metrics of every ``logging.log_interval``-th step (and the last one): what the
+step measured plus throughput, MFU, memory and ETA, written to ``metrics.jsonl`` and W&B
+(``olmo.train.metrics.MetricsLogger``) and logged as one line."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from olmo.model.size import flops_per_token
+from olmo.train.callbacks.base import Callback, StepEnd
+from olmo.train.config import TrainConfig
+from olmo.train.distributed import DistInfo
+from olmo.train.metrics import MetricsLogger
+
+log = logging.getLogger("olmo.train")
+
+H100_BF16_PEAK_FLOPS = 989e12
+
+
+class TrainMetrics(Callback):
+    def __init__(self, logger: MetricsLogger, config: TrainConfig, dist: DistInfo):
+        self.logger = logger
+        """Also written to by the evaluation callbacks; this callback closes it at the end."""
+        self.config, self.dist = config, dist
+        self.seq_len = config.model.max_sequence_length
+        self.flops_per_token = flops_per_token(config.model, self.seq_len)
+        peak = config.logging.peak_flops_per_device
+        self.peak_flops = peak or (H100_BF16_PEAK_FLOPS if dist.device.type == "cuda" else None)
+        self.steps_timed, self.time_in_steps = 0, 0.0
+
+    def on_step_end(self, end: StepEnd) -> None:
+        cfg, step = self.config, end.step
+        self.steps_timed += 1
+        self.time_in_steps += end.seconds
+        if step % cfg.logging.log_interval and step != cfg.max_steps:
+            return
+        metrics = end.metrics | self.throughput(end.metrics["batch_instances"], end.seconds)
+        remaining = cfg.max_steps - step
+        metrics["eta_seconds"] = round(remaining * self.time_in_steps / self.steps_timed, 1)
+        self.logger.log(metrics)
+        if self.dist.is_main:
+            log.info(
+                "step %d/%d loss %.4f lr %.3g grad_norm %.3f %.0f tok/s eta %.0fs",
+                step, cfg.max_steps, metrics["loss"], metrics["lr"],
+                metrics["grad_norm"], metrics["tokens_per_s"], metrics["eta_seconds"],
+            )  # fmt: skip
+
+    def throughput(self, batch: int, seconds: float) -> dict:
+        tokens_per_s = batch * self.seq_len / seconds
+        per_device = tokens_per_s / self.dist.world_size
+        out = {
+            "tokens_per_s": round(tokens_per_s, 1),
+            "tokens_per_s_per_device": round(per_device, 1),
+            "step_seconds": round(seconds, 4),
+        }
+        if self.peak_flops:
+            out["mfu"] = round(per_device * self.flops_per_token / self.peak_flops, 4)
+        if self.dist.device.type == "cuda":
+            out["memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        else:
+            import psutil
+
+            out["memory_gib"] = round(psutil.Process().memory_info().rss / 2**30, 2)
+        return out
+
+    def on_finish(self) -> None:
+        self.logger.close()

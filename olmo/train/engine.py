@@ -1,0 +1,120 @@
+"""The DeepSpeed engine: ZeRO-3 (bf16 compute, fp32 master weights and AdamW state) around the
+plain ``OLMo`` module, created under ``zero.Init`` so that no rank ever holds the whole model,
+and, when resuming, loaded from a checkpoint (through DeepSpeed's universal format when the
+number of processes changed). DeepSpeed specifics live here, never in the model."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from olmo.checkpoints import layout
+from olmo.model.transformer import OLMo
+from olmo.train.checkpointing import (
+    TrainerState,
+    convert_to_universal,
+    load_checkpoint,
+    needs_reshard,
+)
+from olmo.train.config import OptimizerConfig, TrainConfig
+from olmo.train.distributed import DistInfo, barrier
+from olmo.train.schedule import batch_size_at, micro_batches
+
+log = logging.getLogger("olmo.train")
+
+
+def deepspeed_config(config: TrainConfig, world_size: int) -> dict:
+    micro, n_micro = micro_batches(
+        batch_size_at(0, config.batch), world_size, config.batch.micro_batch_size
+    )
+    return {
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": max(n_micro, 1),
+        "gradient_clipping": config.grad_clip.max_norm,
+        "bf16": {"enabled": config.precision == "bf16"},
+        "zero_optimization": {
+            "stage": 3,
+            "overlap_comm": True,
+            "contiguous_gradients": True,
+            "stage3_gather_16bit_weights_on_model_save": False,
+        },
+        # The optimizer is torch's AdamW over DeepSpeed's fp32 partitions.
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 2**62,
+        "wall_clock_breakdown": False,
+    }
+
+
+def param_groups(model: torch.nn.Module, o: OptimizerConfig) -> list[dict]:
+    """OLMo's weight decay: on every parameter but the embedding (unless ``decay_embeddings``);
+    norms have no parameters at all."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        is_embedding = name.startswith("embed.")
+        (no_decay if is_embedding and not o.decay_embeddings else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": o.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: torch.nn.Module, o: OptimizerConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(
+        param_groups(model, o),
+        lr=o.lr,
+        betas=o.betas,
+        eps=o.eps,
+        # One kernel per step over DeepSpeed's flat fp32 partitions, on GPU and on CPU
+        # (unfused, AdamW on CPU costs ~8× more: benchmarks/bench_train.py).
+        fused=True,
+    )
+
+
+def build_engine(config: TrainConfig, ds_config: dict):
+    """A fresh engine: the model initialised from ``config.seed`` and partitioned as created."""
+    import deepspeed
+
+    torch.manual_seed(config.seed)
+    with deepspeed.zero.Init(config_dict_or_path=ds_config):
+        model = OLMo(config.model)
+    if config.model.weight_tying:
+        # The tied head reads the embedding's weight outside the embedding's forward.
+        deepspeed.zero.register_external_parameter(model, model.embed.weight)
+    engine, *_ = deepspeed.initialize(
+        model=model, optimizer=build_optimizer(model, config.optimizer), config=ds_config
+    )
+    return engine
+
+
+def start_engine(
+    config: TrainConfig, run_dir: Path, dist: DistInfo, resume: str | None
+) -> tuple[object, TrainerState, Path | None]:
+    """(engine, trainer state, the checkpoint resumed from): a new run, or ``resume`` ('latest'
+    or a checkpoint path) loaded. Collective: every rank calls it."""
+    checkpoint = layout.resolve_checkpoint(run_dir, resume) if resume else None
+    if checkpoint is None and resume not in (None, "latest"):
+        raise ValueError(f"no checkpoint to resume from at {resume}")
+    universal = None
+    ds_config = deepspeed_config(config, dist.world_size)
+    if checkpoint is not None and needs_reshard(checkpoint, dist):
+        # A different number of processes: go through DeepSpeed's universal format.
+        universal = convert_to_universal(checkpoint, run_dir, dist)
+        ds_config["checkpoint"] = {"load_universal": True}
+
+    engine = build_engine(config, ds_config)
+    if checkpoint is None:
+        return engine, TrainerState(world_size=dist.world_size), None
+    state = load_checkpoint(engine, checkpoint, dist, universal)
+    log.info("resumed from %s at step %d", checkpoint, state.step)
+    if universal is not None:
+        barrier()
+        if dist.is_main:
+            shutil.rmtree(universal, ignore_errors=True)
+            with contextlib.suppress(OSError):  # only if no other copy is there
+                universal.parent.rmdir()
+    return engine, state, checkpoint
