@@ -434,7 +434,11 @@ class FakeJobController:
             self.k8s.core.create_namespaced_pod(job["metadata"]["namespace"], body)
         )
         if self.run_pods:
-            pod = set_pod_running(self.k8s, pod["metadata"]["name"])
+            try:
+                pod = set_pod_running(self.k8s, pod["metadata"]["name"])
+            except ApiException as e:
+                if e.status != 404:  # collected meanwhile (its Job deleted by the operator)
+                    raise
         return pod
 
     def _node_for(self, spec: JSON, index: int | None) -> str:
