@@ -111,6 +111,20 @@ label of at most 42 characters: its pods are named <job>-a<attempt>-<index>).
 {{- $name }}
 {{- end }}
 
+{{/* <fullname>-<suffix> in at most 63 characters (a DNS-1123 label: Job names become label
+values): (dict "ctx" $ "suffix" "cleanup"). When too long, the fullname is shortened and a hash
+of it keeps the names of two releases that differ only at the end apart:
+<fullname, shortened>-<6 hex>-<suffix>. */}}
+{{- define "olmo.suffixedName" -}}
+{{- $full := include "olmo.fullname" .ctx }}
+{{- $name := printf "%s-%s" $full .suffix }}
+{{- if gt (len $name) 63 }}
+{{- $keep := sub 63 (add (len .suffix) 8) | int }}
+{{- $name = printf "%s-%s-%s" ($full | trunc $keep | trimSuffix "-") (sha256sum $full | trunc 6) .suffix }}
+{{- end }}
+{{- $name }}
+{{- end }}
+
 {{- define "olmo.operatorName" -}}
 {{- printf "%s-operator" (include "olmo.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
