@@ -23,10 +23,14 @@ Metric names (namespace ``olmo_eval``):
 from __future__ import annotations
 
 import logging
+import queue
+import selectors
+import socket
 import threading
+import time
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 from prometheus_client import (
@@ -156,8 +160,116 @@ class HealthCheck:
         return True, "ok"
 
 
+class _BoundedHTTPServer(HTTPServer):
+    """An ``HTTPServer`` that no client can make hold unbounded threads or connections.
+
+    One loop thread accepts connections and keeps them in a waiting room (a selector, no thread
+    each) until their first bytes arrive, then hands them to a fixed pool of ``workers`` daemon
+    threads. A connection that sends nothing for ``timeout`` seconds is closed by the loop; one
+    that stops mid-request is closed by its worker when a read waits ``timeout`` seconds (the
+    handler's socket timeout). Beyond ``max_connections`` waiting or queued connections, new ones
+    are closed at once.
+    """
+
+    request_queue_size = 128  # the listen backlog (socketserver's default of 5 drops bursts)
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        *,
+        timeout: float,
+        workers: int,
+        max_connections: int,
+    ):
+        if timeout <= 0 or workers < 1 or max_connections < 1:
+            raise ValueError("timeout, workers and max_connections must be positive")
+        super().__init__(address, handler)
+        self.conn_timeout = timeout
+        self.max_connections = max_connections
+        self._stop = threading.Event()
+        self._ready: queue.Queue = queue.Queue()  # readable connections, or None to stop a worker
+        self._workers = [
+            threading.Thread(target=self._work, name=f"olmo-eval-http-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    def serve(self) -> None:
+        """Accept, wait for first bytes, dispatch; until ``stop``."""
+        waiting: dict[socket.socket, tuple[object, float]] = {}
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.socket, selectors.EVENT_READ)
+            try:
+                while not self._stop.is_set():
+                    for key, _ in sel.select(0.1):
+                        if key.fileobj is self.socket:
+                            self._accept(sel, waiting)
+                        else:
+                            conn = key.fileobj
+                            sel.unregister(conn)
+                            addr, _ = waiting.pop(conn)
+                            self._ready.put((conn, addr))
+                    now = time.monotonic()
+                    for conn, (_, deadline) in list(waiting.items()):
+                        if now >= deadline:  # idle: connected but sent nothing
+                            sel.unregister(conn)
+                            del waiting[conn]
+                            self.shutdown_request(conn)
+            finally:
+                for conn in waiting:
+                    self.shutdown_request(conn)
+
+    def _accept(self, sel: selectors.BaseSelector, waiting: dict) -> None:
+        try:
+            conn, addr = self.socket.accept()
+        except OSError:
+            return
+        if len(waiting) + self._ready.qsize() >= self.max_connections:
+            log.debug("http: refusing %s: %d connections open", addr, self.max_connections)
+            self.shutdown_request(conn)
+            return
+        waiting[conn] = (addr, time.monotonic() + self.conn_timeout)
+        sel.register(conn, selectors.EVENT_READ)
+
+    def _work(self) -> None:
+        while (item := self._ready.get()) is not None:
+            conn, addr = item
+            if self._stop.is_set():
+                self.shutdown_request(conn)
+                continue
+            try:
+                self.finish_request(conn, addr)
+            except Exception:
+                self.handle_error(conn, addr)
+            finally:
+                self.shutdown_request(conn)
+
+    def stop_accepting(self) -> None:
+        """Make ``serve`` return within its 0.1 s poll; queued connections are then dropped."""
+        self._stop.set()
+
+    def stop(self, wait: float) -> None:
+        """Stop accepting and dispatching; wait up to ``wait`` seconds for workers to finish."""
+        self._stop.set()
+        for _ in self._workers:
+            self._ready.put(None)
+        deadline = time.monotonic() + wait
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        log.debug("http: error serving %s", client_address, exc_info=True)
+
+
 class MetricsServer:
-    """``/healthz`` and ``/metrics`` on a background thread; ``port=0`` picks a free port."""
+    """``/healthz`` and ``/metrics`` on a background thread; ``port=0`` picks a free port.
+
+    No client can make it hold more than ``workers`` handler threads: connections wait, without a
+    thread, for their first bytes; a connection idle or stalled mid-request for ``timeout``
+    seconds is closed; beyond ``max_connections`` open at once, new ones are closed at once.
+    """
 
     def __init__(
         self,
@@ -166,22 +278,27 @@ class MetricsServer:
         *,
         host: str = "0.0.0.0",
         port: int = 8080,
+        timeout: float = 5.0,
+        workers: int = 4,
+        max_connections: int = 256,
     ):
-        handler = _handler(metrics, health)
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+        handler = _handler(metrics, health, timeout)
+        self.httpd = _BoundedHTTPServer(
+            (host, port),
+            handler,
+            timeout=timeout,
+            workers=workers,
+            max_connections=max_connections,
+        )
         self.host = host
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="olmo-eval-http",
-            daemon=True,
-        )
+        self.thread = threading.Thread(target=self.httpd.serve, name="olmo-eval-http", daemon=True)
         self.thread.start()
 
     def close(self) -> None:
-        self.httpd.shutdown()
+        self.httpd.stop_accepting()
+        self.thread.join()  # the loop closes the connections still waiting for bytes
+        self.httpd.stop(wait=1.0)
         self.httpd.server_close()
 
     def __enter__(self) -> MetricsServer:
@@ -192,10 +309,11 @@ class MetricsServer:
 
 
 def _handler(
-    metrics: WorkerMetrics, health: Callable[[], tuple[bool, str]]
+    metrics: WorkerMetrics, health: Callable[[], tuple[bool, str]], read_timeout: float
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "olmo-evalworker"
+        timeout = read_timeout  # the socket timeout of each read and write
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
