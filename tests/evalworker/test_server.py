@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -116,3 +119,45 @@ def test_stuck_detection_can_be_disabled():
     clock[0] = 1e9
     assert HealthCheck(state, lambda: True, stuck_after=None)() == (True, "ok")
     assert HealthCheck(state, lambda: True, stuck_after=60)()[0] is False
+
+
+def test_idle_and_half_sent_connections_neither_hold_threads_nor_block_healthz():
+    before = threading.active_count()
+    with MetricsServer(
+        WorkerMetrics(), lambda: (True, "ok"), host="127.0.0.1", port=0, timeout=1.0, workers=2
+    ) as server:
+        own = threading.active_count() - before  # the loop and the worker pool
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=3) for _ in range(100)]
+        half = socket.create_connection(("127.0.0.1", server.port), timeout=3)
+        half.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never the blank line
+        try:
+            time.sleep(0.2)  # the old ThreadingHTTPServer had started one thread per connection
+            assert threading.active_count() - before <= own
+            start = time.monotonic()
+            assert get(server.port, "/healthz") == (200, "ok\n")
+            assert time.monotonic() - start < 0.5  # not waiting for the idle ones (1 s) to go
+            # Both kinds are closed by the server after the timeout (recv sees EOF, not a hang).
+            assert half.recv(1024) == b""
+            assert all(conn.recv(1) == b"" for conn in idle)
+            assert time.monotonic() - start < 2.5
+        finally:
+            for conn in [*idle, half]:
+                conn.close()
+        assert get(server.port, "/metrics")[0] == 200
+
+
+def test_connections_beyond_the_limit_are_closed_at_once():
+    with MetricsServer(
+        WorkerMetrics(), lambda: (True, "ok"), host="127.0.0.1", port=0, max_connections=3
+    ) as server:
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=3) for _ in range(3)]
+        try:
+            time.sleep(0.2)
+            extra = socket.create_connection(("127.0.0.1", server.port), timeout=3)
+            with extra:
+                assert extra.recv(1) == b""  # closed without waiting for the 5 s timeout
+        finally:
+            for conn in held:
+                conn.close()
+        time.sleep(0.2)
+        assert get(server.port, "/healthz") == (200, "ok\n")
