@@ -40,7 +40,7 @@ from olmo_operator import contract as c
 from tests.dataprep.conftest import english_docs, write_jsonl_gz
 from tests.engine import IMAGE_UID, require_image
 from tests.operator.conftest import COMPLETION_INDEX, K8s, wait_for
-from tests.train.conftest import losses, run_trainer
+from tests.train.conftest import SEQ_LEN, TINY_MODEL, VOCAB, losses, run_trainer
 
 from .conftest import image_torch_extensions
 from .kubelet import Kubelet, venv_bin
@@ -57,7 +57,6 @@ DATA_CLAIM, CHECKPOINT_CLAIM = "olmo-data", "olmo-checkpoints"
 PIPELINE = "tiny-pipeline"
 RAW = "raw"  # the raw corpus, in the data volume
 MAX_STEPS, INTERVAL, KEEP_LAST = 12, 3, 2
-VOCAB, SEQ_LEN = 512, 64
 # 32 instances of 64 tokens a step (micro-batches of 2): ~0.25 s a step on 2 CPU cores, so that
 # the preemption, sent as soon as the first checkpoint is complete, lands well before the end.
 GLOBAL_BATCH = 32
@@ -67,11 +66,7 @@ RUN_TIMEOUT = 420.0
 # The model and training settings (the operator adds data paths, checkpoint policy, max_steps).
 TRAIN_CONFIG = {
     "seed": 1234,
-    "model": {
-        "preset": "tiny", "d_model": 64, "n_layers": 2, "n_heads": 4, "mlp_hidden_size": 256,
-        "vocab_size": VOCAB, "embedding_size": VOCAB, "eos_token_id": 0, "pad_token_id": 1,
-        "max_sequence_length": SEQ_LEN,
-    },
+    "model": TINY_MODEL,
     "optimizer": {"lr": 3e-3},
     "scheduler": {"name": "cosine", "warmup_steps": 2},
     "batch": {"global_batch_size": GLOBAL_BATCH, "micro_batch_size": 2},

@@ -39,22 +39,17 @@ from tests.dataprep.conftest import english_docs, write_jsonl_gz
 from tests.engine import IMAGE_NAMES, IMAGE_UID, engine, image, require_image
 from tests.operator.conftest import K8s, olmojob_crd, wait_for
 from tests.operator.emulator import ApiServer, KubeEmulator, write_kubeconfig
-from tests.train.conftest import write_dataset
+from tests.train.conftest import TINY_MODEL, VOCAB, write_dataset
 
 from .conftest import docker_create, folder, wait_until
 
 pytestmark = [pytest.mark.images, pytest.mark.slow]
 
 NAMESPACE = "default"
-VOCAB, SEQ_LEN = 512, 64
 TRAIN_STEPS, SAVE_INTERVAL = 4, 2
 TRAIN_CONFIG = {
     "seed": 7,
-    "model": {
-        "preset": "tiny", "d_model": 64, "n_layers": 2, "n_heads": 4, "mlp_hidden_size": 256,
-        "vocab_size": VOCAB, "embedding_size": VOCAB, "eos_token_id": 0, "pad_token_id": 1,
-        "max_sequence_length": SEQ_LEN,
-    },
+    "model": TINY_MODEL,
     "optimizer": {"lr": 3e-3},
     "scheduler": {"name": "cosine", "warmup_steps": 1},
     "batch": {"global_batch_size": 8, "micro_batch_size": 2},

@@ -19,6 +19,13 @@ from olmo.data.shards import ShardWriter, write_manifest
 
 VOCAB = 512
 SEQ_LEN = 64
+TINY_MODEL = {
+    "preset": "tiny", "d_model": 64, "n_layers": 2, "n_heads": 4, "mlp_hidden_size": 256,
+    "vocab_size": VOCAB, "embedding_size": VOCAB, "eos_token_id": 0, "pad_token_id": 1,
+    "max_sequence_length": SEQ_LEN,
+}  # fmt: skip
+"""A two-layer model of the ``tiny`` preset on this vocabulary (EOS 0, pad 1), for tests that
+train it in a pod: the image tests and the cluster path."""
 
 
 def write_dataset(folder: Path, num_docs: int = 120, seed: int = 0) -> Path:
