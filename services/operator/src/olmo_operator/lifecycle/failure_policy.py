@@ -24,11 +24,19 @@ from olmo_operator.lifecycle.plan import Plan, now_iso, parse_time
 
 
 def end_attempt(
-    plan: Plan, attempt: int, current: Mapping[str, Any], pods: list[Mapping[str, Any]]
+    plan: Plan,
+    attempt: int,
+    current: Mapping[str, Any] | None,
+    pods: list[Mapping[str, Any]],
+    failure: Failure | None = None,
 ) -> None:
-    """The attempt's Job or one of its pods failed: count it, then restart or fail."""
+    """The attempt's Job or one of its pods failed: count it, then restart or fail.
+
+    ``failure`` is the verdict when the caller already knows it (an attempt that could not
+    start); otherwise the Job and pods are classified."""
     spec = plan.spec
-    failure = classify_failure(current, pods, plan.observed.nodes)
+    if failure is None:
+        failure = classify_failure(current, pods, plan.observed.nodes)
     if failure.cause is not Cause.PREEMPTION and _settling(plan, attempt, failure):
         return
     plan.failure = failure
