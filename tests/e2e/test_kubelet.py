@@ -354,9 +354,9 @@ def test_pods_wait_for_their_claims_secrets_and_config_maps(k8s, kubelet):
     )
     assert '"later" not found' in scheduled["message"]
     # Bound first (PodScheduled=True, no container yet), then the container cannot be configured.
-    state = wait_for(
-        lambda: (waiting("needs-secret") or {}).get("containerStatuses"), TIMEOUT
-    )[0]["state"]
+    state = wait_for(lambda: (waiting("needs-secret") or {}).get("containerStatuses"), TIMEOUT)[0][
+        "state"
+    ]
     assert state["waiting"]["reason"] == "CreateContainerConfigError"
 
     claim(k8s, "later")
