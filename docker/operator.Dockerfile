@@ -13,13 +13,15 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY docker/requirements.py /src/docker/requirements.py
-COPY services/operator/pyproject.toml /src/services/operator/pyproject.toml
-RUN python3 docker/requirements.py services/operator > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+# Third-party dependencies first, from their lock alone (make lock: every version and file hash
+# pinned, nothing resolved here): a code change keeps this layer. pip and the build tools first.
+COPY locks/build.txt locks/operator.txt /src/locks/
+RUN pip install --require-hashes --no-deps -r locks/build.txt \
+    && pip install --require-hashes --no-deps -r locks/operator.txt
 COPY services/operator /src/services/operator
-# The operator as a wheel, installed in the runtime stage on top of the unchanged environment.
-RUN pip wheel --no-deps --wheel-dir /wheels ./services/operator
+# The operator as a wheel, installed in the runtime stage on top of the unchanged environment;
+# built with the locked setuptools (no build isolation, which would fetch an unpinned one).
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels ./services/operator
 
 # ---- runtime ---------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

