@@ -4,16 +4,22 @@ The trainer writes checkpoints, the operator resumes from and rotates them, the 
 evaluates and marks them; all of them agree on this on-disk layout under a run directory::
 
     RUN_DIR/checkpoints/step000123/          a checkpoint (arbitrary files written by the trainer)
-    RUN_DIR/checkpoints/step000123/COMPLETE  JSON {step, tokens, files: {path: sha256}, created}
+    RUN_DIR/checkpoints/step000123/COMPLETE  JSON {step, tokens, files: {path: sha256},
+                                             sizes: {path: bytes}, created}
     RUN_DIR/checkpoints/step000123/EVALUATED JSON written by the eval worker
     RUN_DIR/checkpoints/.tmp-step000123/     the same checkpoint while it is being written
+    RUN_DIR/checkpoints/.tmp-replaced-step000123/  a complete step000123 while a new save of
+                                             the same step replaces it
     RUN_DIR/checkpoints/latest               text: folder name of the newest complete checkpoint
+    RUN_DIR/ATTEMPT                          which attempt owns the run dir (``fence``)
     RUN_DIR/eval/step000123.json             eval results
 
 A checkpoint is written under its temporary name (deterministic, so that every rank of a
 multi-node job writes into the same folder), ``COMPLETE`` is written inside it last, then the
 folder is renamed to its final name. Only folders with a valid ``COMPLETE`` marker are ever loaded
-or counted. ``latest`` is only a hint: a scan of the folder always wins.
+or counted. ``latest`` is only a hint: a scan of the folder always wins. Saving a step that
+exists already (a resumed run saving it again) moves the old folder aside and the new one into
+place, and ``recover_interrupted_saves`` finishes that after a crash.
 
 Every name and path builder of the layout is in ``olmo.checkpoints.paths``, the file-system
 mechanics (hashing, sizes, removal) in ``olmo.checkpoints.folders``; this module holds what the
@@ -40,6 +46,7 @@ from olmo.checkpoints.folders import (
     tree_stats,
 )
 from olmo.checkpoints.paths import (
+    ATTEMPT_MARKER,
     CHECKPOINTS_DIR,
     COMPLETE,
     CONFIG_FILE,
@@ -58,6 +65,7 @@ from olmo.checkpoints.paths import (
     final_dir,
     is_count,
     parse_step,
+    replaced_dir,
     step_dir_name,
     temp_dir,
 )
@@ -65,6 +73,7 @@ from olmo.fileio import fsync_dir, sha256_file, write_atomic
 from olmo.json_records import now_iso, read_json_object
 
 __all__ = [
+    "ATTEMPT_MARKER",
     "CHECKPOINTS_DIR",
     "COMPLETE",
     "CONFIG_FILE",
@@ -80,6 +89,7 @@ __all__ = [
     "StrPath",
     "checkpoint_info",
     "checkpoints_dir",
+    "complete_checkpoints",
     "completeness_problem",
     "eval_result_path",
     "final_dir",
@@ -92,10 +102,13 @@ __all__ = [
     "mark_evaluated",
     "parse_step",
     "prepare_temp_dir",
+    "quick_check_problem",
     "read_complete",
     "read_evaluated",
     "read_latest_pointer",
+    "recover_interrupted_saves",
     "remove_tree",
+    "replaced_dir",
     "resolve_checkpoint",
     "sha256_file",
     "step_dir_name",
@@ -135,19 +148,28 @@ def write_complete(ckpt_dir: StrPath, *, step: int, tokens: int) -> dict[str, An
     root = Path(ckpt_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"checkpoint folder {root} does not exist")
-    files = {rel: hash_and_sync(root / rel) for rel in payload_files(root)}
-    content = {"step": step, "tokens": tokens, "files": files, "created": now_iso()}
+    files, sizes = {}, {}
+    for rel in payload_files(root):
+        files[rel] = hash_and_sync(root / rel)
+        sizes[rel] = (root / rel).stat().st_size
+    # ``sizes`` is the cheap check a resume runs on every start (a truncated or missing file
+    # shows without reading terabytes); ``files`` (sha256) is the thorough one (``verify``).
+    content = {"step": step, "tokens": tokens, "files": files, "sizes": sizes, "created": now_iso()}
     write_atomic(root / COMPLETE, json.dumps(content, indent=1, sort_keys=True) + "\n")
     return content
 
 
-def finalize(run_dir: StrPath, temp: StrPath, *, step: int, tokens: int) -> Path:
+def finalize(
+    run_dir: StrPath, temp: StrPath, *, step: int, tokens: int, replace: bool = False
+) -> Path:
     """Turn a fully written temporary folder into the complete checkpoint for ``step``.
 
     Writes ``COMPLETE`` in ``temp``, renames it to ``final_dir(run_dir, step)`` and points
     ``latest`` at it unless ``latest`` already names a complete checkpoint at least as new.
-    An existing complete final folder raises FileExistsError (nothing is changed); an existing
-    incomplete one (a crashed earlier attempt) is removed first.
+    An existing incomplete final folder (a crashed earlier attempt) is removed first. An existing
+    complete one raises FileExistsError (nothing is changed) unless ``replace``: then it is
+    replaced without a moment where neither a complete old nor a complete new checkpoint of
+    ``step`` exists (``_replace``).
     """
     temp = Path(temp)
     final = final_dir(run_dir, step)
@@ -155,18 +177,74 @@ def finalize(run_dir: StrPath, temp: StrPath, *, step: int, tokens: int) -> Path
         raise FileNotFoundError(f"temporary checkpoint folder {temp} does not exist")
     if same_path(temp, final):
         raise ValueError(f"{temp} is already the final folder; write under temp_dir() instead")
-    if is_complete(final):
+    if is_complete(final) and not replace:
         raise FileExistsError(f"checkpoint {final} already exists and is complete")
     write_complete(temp, step=step, tokens=tokens)
-    if final.exists() or final.is_symlink():
-        if is_complete(final):  # appeared while we were hashing
-            raise FileExistsError(f"checkpoint {final} already exists and is complete")
-        remove_tree(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(temp, final)
-    fsync_dir(final.parent)
+    if is_complete(final):
+        if not replace:  # appeared while we were hashing
+            raise FileExistsError(f"checkpoint {final} already exists and is complete")
+        _replace(run_dir, temp, final, step)
+    else:
+        if final.exists() or final.is_symlink():
+            remove_tree(final)
+        os.rename(temp, final)
+        fsync_dir(final.parent)
     _advance_latest(run_dir, step)
     return final
+
+
+def _replace(run_dir: StrPath, temp: Path, final: Path, step: int) -> None:
+    """Replace the complete ``final`` by the complete ``temp``: move the old one aside, move the
+    new one into place, then delete the old one.
+
+    Between the two renames no folder has the final name, but both checkpoints are complete
+    under their temporary names; ``recover_interrupted_saves`` (run by the trainer before it
+    resumes) finishes whatever a crash interrupted, so every crash point leaves a loadable
+    ``stepN``: the old one before the first rename, the new one after it.
+    """
+    aside = replaced_dir(run_dir, step)
+    if aside.exists() or aside.is_symlink():
+        remove_tree(aside)  # debris of an earlier replace that crashed after its second rename
+    os.rename(final, aside)
+    os.rename(temp, final)
+    fsync_dir(final.parent)
+    remove_tree(aside)
+
+
+def recover_interrupted_saves(run_dir: StrPath) -> list[Path]:
+    """Finish saves that a crash interrupted after their checkpoint was complete; returns the
+    step folders put in place.
+
+    For every step without a complete final folder: a complete ``.tmp-stepN`` (the new
+    checkpoint, its ``COMPLETE`` written, not renamed yet) is moved into place, else a complete
+    ``.tmp-replaced-stepN`` (the old one, moved aside by a replace) is moved back. A moved-aside
+    folder whose step is complete is then deleted. Only the run directory's owner may call this
+    (the trainer, after claiming it, before it resumes): it renames folders that a concurrent
+    save of the same step would be writing.
+    """
+    steps = set()
+    for leftover in list_temp_dirs(run_dir):
+        name = leftover.name.removeprefix(TEMP_PREFIX).removeprefix("replaced-")
+        step = parse_step(name)
+        if step is not None:
+            steps.add(step)
+    placed = []
+    for step in sorted(steps):
+        final, aside = final_dir(run_dir, step), replaced_dir(run_dir, step)
+        if not is_complete(final):
+            for source in (temp_dir(run_dir, step), aside):  # the newer checkpoint first
+                if _complete_as_problem(source, step) is None:
+                    if final.exists() or final.is_symlink():
+                        remove_tree(final)
+                    os.rename(source, final)
+                    fsync_dir(final.parent)
+                    _advance_latest(run_dir, step)
+                    placed.append(final)
+                    break
+        if is_complete(final) and (aside.exists() or aside.is_symlink()):
+            remove_tree(aside)
+    return placed
 
 
 def mark_evaluated(ckpt_dir: StrPath, info: dict[str, Any]) -> None:
@@ -216,6 +294,27 @@ def completeness_problem(ckpt_dir: StrPath, verify: bool = False) -> str | None:
             f"{root} is not a checkpoint folder (expected a name like step000123; temporary "
             f"{TEMP_PREFIX}* folders are never loaded)"
         )
+    return _complete_as_problem(root, step, files="checksums" if verify else "marker")
+
+
+def quick_check_problem(ckpt_dir: StrPath) -> str | None:
+    """``completeness_problem`` plus: every file ``COMPLETE`` lists exists and, when the marker
+    records sizes, has its recorded size. Reads no file contents, so a resume can afford it on
+    every start; it catches the usual damage (a truncated or missing file) but not bit rot
+    (``verify=True`` hashes every file for that)."""
+    root = Path(ckpt_dir)
+    step = parse_step(root.name)
+    if step is None:
+        return completeness_problem(root)
+    return _complete_as_problem(root, step, files="sizes")
+
+
+def _complete_as_problem(root: Path, step: int, files: str = "sizes") -> str | None:
+    """Why ``root`` is not a complete checkpoint of ``step``, whatever its folder name.
+
+    ``files``: "marker" checks only the marker, "sizes" also that every listed file exists with
+    its recorded size, "checksums" also that every listed file has its recorded sha256.
+    """
     if not root.is_dir():
         return f"checkpoint {root} does not exist"
     if not (root / COMPLETE).exists():
@@ -227,17 +326,30 @@ def completeness_problem(ckpt_dir: StrPath, verify: bool = False) -> str | None:
         return f"checkpoint {root}: the {COMPLETE} marker is not a JSON object"
     if not is_count(marker.get("step")) or marker["step"] != step:
         return f"checkpoint {root}: the {COMPLETE} marker names step {marker.get('step')!r}, not {step}"
-    files = marker.get("files")
-    if not isinstance(files, dict):
+    listed = marker.get("files")
+    if not isinstance(listed, dict):
         return f"checkpoint {root}: the {COMPLETE} marker has no file list"
-    if not verify:
+    if files == "marker":
         return None
-    for rel, expected in sorted(files.items()):
+    sizes = marker.get("sizes") if isinstance(marker.get("sizes"), dict) else {}
+    for rel, expected in sorted(listed.items()):
         path = safe_join(root, rel)
         if path is None or not isinstance(expected, str):
             return f"checkpoint {root}: {COMPLETE} lists an invalid entry {rel!r}"
-        if not path.is_file():
+        try:
+            size = path.stat().st_size if path.is_file() else None
+        except OSError:
+            size = None
+        if size is None:
             return f"checkpoint {root}: {rel} (listed in {COMPLETE}) is missing"
+        # (With checksums a wrong size shows as a wrong sha256, the message callers know.)
+        if files == "sizes" and is_count(sizes.get(rel)) and size != sizes[rel]:
+            return (
+                f"checkpoint {root}: {rel} has {size} bytes, {COMPLETE} recorded {sizes[rel]} "
+                "(truncated or rewritten after the checkpoint was written)"
+            )
+        if files != "checksums":
+            continue
         try:
             actual = sha256_file(path)
         except OSError as e:
@@ -337,6 +449,12 @@ def latest_complete(run_dir: StrPath) -> CheckpointInfo | None:
             except FileNotFoundError:
                 continue
     return None
+
+
+def complete_checkpoints(run_dir: StrPath) -> list[Path]:
+    """Every step folder with a valid ``COMPLETE`` marker, newest first (what ``--resume latest``
+    tries, in order)."""
+    return [path for _, path in reversed(_step_dirs(run_dir)) if is_complete(path)]
 
 
 def resolve_checkpoint(run_dir: StrPath, spec: str) -> Path | None:

@@ -25,13 +25,17 @@ EVAL_DIR = "eval"
 """``RUN_DIR/eval/stepNNNNNN.json``: the eval worker's results."""
 CONFIG_FILE = "config.yaml"
 """The training config, at ``RUN_DIR/config.yaml`` and inside every checkpoint."""
+ATTEMPT_MARKER = "ATTEMPT"
+"""``RUN_DIR/ATTEMPT``: JSON {job, attempt, claimed, host}: which attempt of which OLMoJob owns
+the run directory (``olmo.checkpoints.fence``). Only trainers started by the operator write it."""
 UNIVERSAL_CACHE = ".universal"
 """``RUN_DIR/.universal/stepNNNNNN/``: the trainer's temporary copy of a checkpoint converted
 for a different number of processes (removed once loaded)."""
 
 # The markers inside a checkpoint folder.
 COMPLETE = "COMPLETE"
-"""JSON {step, tokens, files: {path: sha256}, created}, written last by the trainer."""
+"""JSON {step, tokens, files: {path: sha256}, sizes: {path: bytes}, created}, written last by
+the trainer (checkpoints written before ``sizes`` existed lack it)."""
 EVALUATED = "EVALUATED"
 """JSON written by the eval worker once the checkpoint is evaluated."""
 
@@ -70,6 +74,12 @@ def parse_step(name: str) -> int | None:
 def temp_dir(run_dir: StrPath, step: int) -> Path:
     """``RUN_DIR/checkpoints/.tmp-stepNNNNNN``: where a checkpoint is written before finalize."""
     return checkpoints_dir(run_dir) / f"{TEMP_PREFIX}{step_dir_name(step)}"
+
+
+def replaced_dir(run_dir: StrPath, step: int) -> Path:
+    """``RUN_DIR/checkpoints/.tmp-replaced-stepNNNNNN``: a complete ``stepN`` moved aside while a
+    new save of the same step takes its name (``layout.finalize(replace=True)``)."""
+    return checkpoints_dir(run_dir) / f"{TEMP_PREFIX}replaced-{step_dir_name(step)}"
 
 
 def final_dir(run_dir: StrPath, step: int) -> Path:

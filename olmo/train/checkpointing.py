@@ -35,6 +35,7 @@ from olmo.checkpoints.paths import (
 from olmo.config import dump_yaml
 from olmo.train.config import TrainConfig
 from olmo.train.distributed import DistInfo, barrier
+from olmo.train.fencing import RunDirFence
 
 
 @dataclass
@@ -105,9 +106,22 @@ def _restore_rng(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    engine, run_dir: Path, state: TrainerState, config: TrainConfig, dist: DistInfo
+    engine,
+    run_dir: Path,
+    state: TrainerState,
+    config: TrainConfig,
+    dist: DistInfo,
+    fence: RunDirFence | None = None,
 ) -> Path:
-    """Collective: every rank calls it. Returns the final checkpoint folder."""
+    """Collective: every rank calls it. Returns the final checkpoint folder.
+
+    ``fence`` (the attempt's claim on the run directory) is checked before anything is written
+    and again before the rename that publishes the checkpoint: a fenced trainer raises
+    FencedError on every rank and leaves the owner's checkpoints alone. Saving a step that is
+    already complete (a resumed run saving it again) replaces it atomically.
+    """
+    if fence is not None:
+        fence.check(f"save step {state.step}")
     temp = layout.temp_dir(run_dir, state.step)
     if dist.is_main:
         layout.prepare_temp_dir(run_dir, state.step)  # clears a crashed save of this step
@@ -116,16 +130,16 @@ def save_checkpoint(
     (temp / RNG_DIR).mkdir(exist_ok=True)
     torch.save(_rng_state(), temp / RNG_DIR / f"rank{dist.rank}.pt")
     barrier()
+    if fence is not None:
+        fence.check(f"publish step {state.step}")
     final = layout.final_dir(run_dir, state.step)
     if dist.is_main:
         state.saved_at = time.time()
         (temp / TRAINER_STATE).write_text(json.dumps(asdict(state), indent=2, default=str))
         (temp / CONFIG_FILE).write_text(dump_yaml(config))
-        if layout.is_complete(final):
-            # Only after resuming from an older checkpoint on purpose: this run's history
-            # replaces the one that was abandoned.
-            layout.remove_tree(final)
-        final = layout.finalize(run_dir, temp, step=state.step, tokens=state.tokens)
+        # replace: only after resuming from an older checkpoint (on purpose, or because the
+        # newer ones were unusable) does this step exist already; this run's history wins.
+        final = layout.finalize(run_dir, temp, step=state.step, tokens=state.tokens, replace=True)
     barrier()
     return final
 

@@ -5,7 +5,8 @@
     olmo-train inspect-batch --run-dir runs/tiny --step 12 [--json]
     olmo-train plot runs/tiny
 
-Exit codes (``olmo.train.exit_codes``): 0 done, 1 failed, 2 bad config, 75 preempted (resumable).
+Exit codes (``olmo.train.exit_codes``): 0 done, 1 failed, 2 bad config, 3 fenced (a newer attempt
+owns the run directory), 75 preempted (resumable).
 """
 
 from __future__ import annotations
@@ -56,14 +57,22 @@ def train_main(argv: list[str]) -> int:
         level=logging.INFO if dist.is_main else logging.WARNING,
         format=f"%(asctime)s [rank{dist.rank}] %(levelname)s %(name)s: %(message)s",
     )
+    from olmo.checkpoints.fence import FencedError
     from olmo.train.trainer import Trainer
 
     try:
         trainer = Trainer(config, Path(args.run_dir), dist, resume=args.resume)
+    except FencedError as e:
+        print(f"olmo-train: {e}", file=sys.stderr)
+        return exit_codes.FENCED
     except (ValueError, FileNotFoundError) as e:
         print(f"olmo-train: {e}", file=sys.stderr)
         return exit_codes.CONFIG_ERROR
-    return trainer.fit()
+    try:
+        return trainer.fit()
+    except FencedError as e:  # a newer attempt took the run directory while this one trained
+        print(f"olmo-train: {e}", file=sys.stderr)
+        return exit_codes.FENCED
 
 
 def inspect_batch_main(argv: list[str]) -> int:

@@ -21,7 +21,8 @@ from olmo.train.checkpointing import (
     needs_reshard,
 )
 from olmo.train.config import OptimizerConfig, TrainConfig
-from olmo.train.distributed import DistInfo, barrier
+from olmo.train.distributed import DistInfo, any_rank, barrier
+from olmo.train.resume import ResumeAborted, Resumed, candidates, load_first_usable
 from olmo.train.schedule import batch_size_at, micro_batches
 
 log = logging.getLogger("olmo.train")
@@ -93,28 +94,50 @@ def build_engine(config: TrainConfig, ds_config: dict):
 
 def start_engine(
     config: TrainConfig, run_dir: Path, dist: DistInfo, resume: str | None
-) -> tuple[object, TrainerState, Path | None]:
-    """(engine, trainer state, the checkpoint resumed from): a new run, or ``resume`` ('latest'
-    or a checkpoint path) loaded. Collective: every rank calls it."""
-    checkpoint = layout.resolve_checkpoint(run_dir, resume) if resume else None
-    if checkpoint is None and resume not in (None, "latest"):
-        raise ValueError(f"no checkpoint to resume from at {resume}")
-    universal = None
-    ds_config = deepspeed_config(config, dist.world_size)
-    if checkpoint is not None and needs_reshard(checkpoint, dist):
-        # A different number of processes: go through DeepSpeed's universal format.
-        universal = convert_to_universal(checkpoint, run_dir, dist)
-        ds_config["checkpoint"] = {"load_universal": True}
+) -> tuple[object, TrainerState, Resumed]:
+    """(engine, trainer state, what was resumed from and skipped): a new run, or ``resume``
+    ('latest' or a checkpoint path) loaded, verified first and falling back to an older
+    checkpoint when 'latest' is unusable (``olmo.train.resume``). Collective: every rank calls
+    it; only the run directory's owner (the fence claimed) may call it, since rank 0 first
+    finishes saves a crash interrupted."""
+    if resume and dist.is_main:
+        for placed in layout.recover_interrupted_saves(run_dir):
+            log.warning("finished an interrupted save: %s", placed)
+    barrier()
+    tried, fallback = candidates(run_dir, resume)
+    built: dict = {}  # the engine and its DeepSpeed config, rebuilt only when that changes
 
-    engine = build_engine(config, ds_config)
-    if checkpoint is None:
-        return engine, TrainerState(world_size=dist.world_size), None
-    state = load_checkpoint(engine, checkpoint, dist, universal)
-    log.info("resumed from %s at step %d", checkpoint, state.step)
-    if universal is not None:
-        barrier()
-        if dist.is_main:
-            shutil.rmtree(universal, ignore_errors=True)
-            with contextlib.suppress(OSError):  # only if no other copy is there
-                universal.parent.rmdir()
-    return engine, state, checkpoint
+    def load(checkpoint: Path) -> TrainerState:
+        ds_config, universal = deepspeed_config(config, dist.world_size), None
+        if needs_reshard(checkpoint, dist):
+            # A different number of processes: go through DeepSpeed's universal format. Rank 0
+            # converts while the others wait in a barrier, so a failure here cannot be agreed
+            # on: it ends the run instead of trying an older checkpoint.
+            try:
+                universal = convert_to_universal(checkpoint, run_dir, dist)
+            except Exception as e:
+                raise ResumeAborted(e) from e
+            ds_config["checkpoint"] = {"load_universal": True}
+        if built.get("config") != ds_config:
+            built.pop("engine", None)
+            try:
+                built.update(engine=build_engine(config, ds_config), config=ds_config)
+            except Exception as e:
+                raise ResumeAborted(e) from e  # not the checkpoint's fault: stop searching
+        state = load_checkpoint(built["engine"], checkpoint, dist, universal)
+        if universal is not None:
+            barrier()
+            if dist.is_main:
+                shutil.rmtree(universal, ignore_errors=True)
+                with contextlib.suppress(OSError):  # only if no other copy is there
+                    universal.parent.rmdir()
+        return state
+
+    resumed = load_first_usable(
+        tried, load, fallback=fallback, agree=lambda failed: any_rank(failed, dist.device)
+    )
+    if resumed.checkpoint is None:
+        engine = build_engine(config, deepspeed_config(config, dist.world_size))
+        return engine, TrainerState(world_size=dist.world_size), resumed
+    log.info("resumed from %s at step %d", resumed.checkpoint, resumed.loaded.step)
+    return built["engine"], resumed.loaded, resumed

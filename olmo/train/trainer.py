@@ -26,8 +26,10 @@ from olmo.train.checkpointing import TrainerState, git_commit, package_versions
 from olmo.train.config import TrainConfig
 from olmo.train.distributed import DistInfo, barrier
 from olmo.train.engine import start_engine
+from olmo.train.fencing import RunDirFence
 from olmo.train.metrics import MetricsLogger
 from olmo.train.preemption import Preemption
+from olmo.train.resume import Resumed
 from olmo.train.schedule import batch_sizes
 from olmo.train.step import TrainStep
 
@@ -48,10 +50,17 @@ class Trainer:
 
         if dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+        barrier()
+        # Started by the operator: take the run directory for this attempt before writing
+        # anything in it, or stop (FencedError) when a newer attempt has it.
+        self.fence = RunDirFence.from_env(self.run_dir, dist)
+        self.fence.claim()
+        if dist.is_main:
             (self.run_dir / CONFIG_FILE).write_text(dump_yaml(config))
         barrier()
 
-        self.engine, self.state, resumed_from = start_engine(config, self.run_dir, dist, resume)
+        self.engine, self.state, resumed = start_engine(config, self.run_dir, dist, resume)
+        resumed_from = resumed.checkpoint
         if resumed_from is not None and self.state.data_manifest_sha256 != manifest_sha256:
             log.warning(
                 "the training data differs from the checkpoint's (manifest sha256 %s → %s): "
@@ -69,9 +78,19 @@ class Trainer:
         progress = JobProgress.from_env(dist.is_main)
         if progress is not None:
             self.callbacks.append(progress)
+            if resumed_from is not None:
+                # The operator posts a CheckpointSkipped Event when ``skipped`` is not empty.
+                progress.reporter.report({"resume": resume_report(resumed)}, urgent=True)
         self.callbacks.append(
             Checkpointer(
-                config, self.run_dir, self.engine, self.state, dist, self.preemption, self.callbacks
+                config,
+                self.run_dir,
+                self.engine,
+                self.state,
+                dist,
+                self.preemption,
+                self.callbacks,
+                self.fence,
             )
         )
         if validation is not None and len(validation):
@@ -111,6 +130,15 @@ def check_batch_split(config: TrainConfig, world_size: int) -> None:
                 f"global batch of {size} instances does not split evenly over {world_size} "
                 "processes"
             )
+
+
+def resume_report(resumed: Resumed) -> dict:
+    """The ``resume`` progress field: the checkpoint loaded and the newer ones skipped."""
+    return {
+        "step": resumed.loaded.step,
+        "path": str(resumed.checkpoint),
+        "skipped": [s.as_dict() for s in resumed.skipped],
+    }
 
 
 def record_provenance(state: TrainerState, config: TrainConfig, manifest_sha256: list) -> None:

@@ -54,6 +54,51 @@ def test_a_new_attempt_waits_for_the_old_pods_to_stop() -> None:
     assert action.kind is ActionKind.START_ATTEMPT
 
 
+def _deleting_pod(w: World, name: str, phase: str) -> None:
+    """A pod of attempt 1 that the operator deleted but that has not gone yet."""
+    w.objects[("Pod", name)] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": {c.LABEL_JOB: "run", c.LABEL_COMPONENT: "trainer", c.LABEL_ATTEMPT: "1"},
+            "deletionTimestamp": iso(w.now),
+        },
+        "status": {"phase": phase},
+    }
+
+
+def test_pods_being_deleted_linger_until_done_and_past_the_limit_the_fence_is_announced() -> None:
+    w = World(terminationGracePeriodSeconds=60)
+    w.step()
+    pods = w.start_pods("run-a1")
+    w.end_pod(pods[0], 75)
+    w.step(1)  # attempt 1 ends: its pods are deleted
+    _deleting_pod(w, pods[0], "Failed")  # done: does not hold the next attempt back
+    _deleting_pod(w, pods[1], "Pending")  # deleted before its container started: may start
+    action = w.step(5)
+    assert action.kind is ActionKind.WAIT and "waiting for 1 pod(s)" in action.message
+    action = w.step(60 + 30)
+    assert action.kind is ActionKind.START_ATTEMPT and action.new_attempt == 2
+    (fenced,) = [e for e in action.events if e.reason == "PreviousAttemptFenced"]
+    assert fenced.type == "Warning" and pods[1] in fenced.message and pods[0] not in fenced.message
+    assert "attempt marker in the run directory" in fenced.message
+
+
+def test_no_fence_event_when_the_old_pods_stopped_in_time() -> None:
+    w = World(terminationGracePeriodSeconds=60)
+    w.step()
+    pods = w.start_pods("run-a1")
+    w.end_pod(pods[0], 75)
+    w.step(1)
+    _deleting_pod(w, pods[1], "Running")
+    assert w.step(5).kind is ActionKind.WAIT
+    _deleting_pod(w, pods[1], "Failed")
+    action = w.step(5)
+    assert action.kind is ActionKind.START_ATTEMPT
+    assert "PreviousAttemptFenced" not in reasons(action)
+
+
 def test_restarted_operator_recreates_a_missing_attempt_without_counting_it() -> None:
     w = World()
     w.step()

@@ -3,7 +3,8 @@
 A save happens every ``checkpoint.save_interval`` steps, at ``max_steps``, at ``stop_at``, and
 after SIGTERM when the last save took less time than is left before SIGKILL. After each save
 rank 0 applies the retention policy (``olmo.checkpoints.retention``), then every callback hears
-of it (``on_save``).
+of it (``on_save``). Saves and rotations happen only while this attempt owns the run directory
+(``olmo.train.fencing``): a newer attempt's claim stops the trainer with FencedError.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from olmo.train.callbacks.base import Callback, Saved, StepEnd
 from olmo.train.checkpointing import TrainerState, save_checkpoint
 from olmo.train.config import TrainConfig
 from olmo.train.distributed import DistInfo, any_rank, barrier
+from olmo.train.fencing import RunDirFence
 from olmo.train.preemption import Preemption
 
 log = logging.getLogger("olmo.train")
@@ -32,9 +34,12 @@ class Checkpointer(Callback):
         dist: DistInfo,
         preemption: Preemption,
         listeners: Callback,
+        fence: RunDirFence | None = None,
     ):
         self.config, self.run_dir, self.engine, self.state = config, run_dir, engine, state
         self.dist, self.preemption = dist, preemption
+        self.fence = fence
+        """This attempt's claim on the run directory, checked before every save and rotation."""
         self.listeners = listeners
         """Told of every save (``on_save``): the trainer's callbacks."""
         c = config.checkpoint
@@ -60,9 +65,13 @@ class Checkpointer(Callback):
     def save(self) -> Path:
         """Collective: write the checkpoint, rotate, tell the listeners."""
         t0 = time.monotonic()
-        path = save_checkpoint(self.engine, self.run_dir, self.state, self.config, self.dist)
+        path = save_checkpoint(
+            self.engine, self.run_dir, self.state, self.config, self.dist, self.fence
+        )
         self.last_save_seconds = time.monotonic() - t0
         rotated_out = []
+        if self.policy is not None and self.fence is not None:
+            self.fence.check("rotate checkpoints")  # collective: all ranks stop together
         if self.dist.is_main:
             log.info("saved %s in %.1fs", path, self.last_save_seconds)
             if self.policy is not None:

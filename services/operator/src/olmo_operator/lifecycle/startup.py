@@ -1,8 +1,14 @@
 """Startup policy: when an attempt may start, and what starting it means.
 
-Attempt N+1 starts once its ``restartAt`` (the failure backoff) has passed and the old
-attempt's pods have stopped — or the grace period plus ``Timing.termination_wait_seconds`` has
-passed — so that two gangs never write the run directory at once. Starting creates everything
+Attempt N+1 starts once its ``restartAt`` (the failure backoff) has passed and every pod of an
+older attempt has stopped — a pod being deleted (``deletionTimestamp`` set) still counts until
+its phase is Succeeded or Failed — or, at the latest, once the grace period plus
+``Timing.termination_wait_seconds`` has passed. The wait has a limit because a pod on a node that
+stopped answering may never report its end; past the limit the new attempt starts anyway (with a
+``PreviousAttemptFenced`` Warning Event), and what keeps the old gang from writing the run
+directory then is the fence: the new attempt's trainer claims ``RUN_DIR/ATTEMPT`` when it
+starts, and an older trainer checks that marker before every checkpoint save and rotation and
+stops without writing (``olmo.checkpoints.fence``, exit code 3). Starting creates everything
 the attempt needs on the current node pool (names are per attempt, so nothing waits for the old
 objects' deletion). A missing Job of the current attempt is re-created the same way, without
 counting a new attempt.
@@ -14,7 +20,7 @@ import datetime as dt
 
 from olmo_operator import contract as c
 from olmo_operator.lifecycle.action import ActionKind
-from olmo_operator.lifecycle.observed import attempt_of, pod_done
+from olmo_operator.lifecycle.observed import attempt_of, name_of, pod_done
 from olmo_operator.lifecycle.plan import Plan, now_iso, parse_time
 from olmo_operator.resources import AttemptState, desired_objects
 
@@ -54,7 +60,7 @@ def restart_when_due(plan: Plan, attempt: int) -> None:
     if restart_at is not None and plan.now < restart_at:
         plan.message = f"attempt {attempt} starts at {now_iso(restart_at)} (backoff)"
         return
-    lingering = [p for p in plan.kids.trainer_pods if attempt_of(p) != attempt and not pod_done(p)]
+    lingering = lingering_pods(plan, attempt)
     if lingering:
         ended = parse_time((plan.old.get("lastRestart") or {}).get("time")) or plan.now
         limit = ended + dt.timedelta(
@@ -67,4 +73,19 @@ def restart_when_due(plan: Plan, attempt: int) -> None:
                 f"(until {now_iso(limit)})"
             )
             return
+        names = ", ".join(sorted(name_of(p) for p in lingering))
+        plan.event(
+            "Warning",
+            "PreviousAttemptFenced",
+            f"starting attempt {attempt} although {len(lingering)} pod(s) of an older attempt "
+            f"have not stopped ({names}): the attempt marker in the run directory keeps them "
+            "from saving or rotating checkpoints",
+        )
     start(plan, attempt, counted=True)
+
+
+def lingering_pods(plan: Plan, attempt: int) -> list:
+    """Trainer pods of other attempts that may still run: every one whose phase is not
+    Succeeded or Failed, those being deleted included (a deleted pod runs until its containers
+    stop, for up to its grace period, or forever on a lost node)."""
+    return [p for p in plan.kids.trainer_pods if attempt_of(p) != attempt and not pod_done(p)]

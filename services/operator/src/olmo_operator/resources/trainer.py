@@ -121,7 +121,8 @@ def trainer_args(job: OLMoJob, attempt: int) -> list[str]:
 
 
 def _trainer_env(job: OLMoJob, attempt: int) -> list[dict[str, Any]]:
-    """Rendezvous from the environment (contract 4), then W&B, then the user's ``spec.env``."""
+    """Rendezvous from the environment (contract 4), the job's uid (the trainer's run-directory
+    fence), then W&B, then the user's ``spec.env``."""
     spec = job.spec
     out = [
         *job_env(job, attempt),
@@ -134,6 +135,9 @@ def _trainer_env(job: OLMoJob, attempt: int) -> list[dict[str, Any]]:
         env("NNODES", spec.nodes),
         env("NPROC_PER_NODE", spec.procs_per_node),
     ]
+    if job.uid:
+        # The run-directory fence orders attempts within one OLMoJob (olmo/checkpoints/fence.py).
+        out.append(env(c.ENV_JOB_UID, job.uid))
     if spec.gpus_per_node == 0:
         out.append(env("DS_ACCELERATOR", "cpu"))
     out += wandb_env(spec)
