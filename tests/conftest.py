@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -68,7 +69,10 @@ class _StatusServer:
         self.thread.start()
 
     def progress(self) -> list[dict]:
-        return [r["body"]["status"]["progress"] for r in self.requests]
+        """The progress documents sent, in order (each a data key of ``<job>-progress``)."""
+        return [
+            json.loads(document) for r in self.requests for document in r["body"]["data"].values()
+        ]
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -77,7 +81,7 @@ class _StatusServer:
 
 @pytest.fixture
 def status_server():
-    """An HTTP server recording the status patches sent by ``olmo.progress``."""
+    """An HTTP server recording the progress ConfigMap patches sent by ``olmo.progress``."""
     server = _StatusServer()
     yield server
     server.close()

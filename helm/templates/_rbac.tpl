@@ -13,8 +13,7 @@ pod failure or a finished Job is acted on at once rather than at the next period
 - apiGroups: [olmo-k8s.io]
   resources: [olmojobs]
   verbs: [get, list, watch, patch, delete]
-# Phase, conditions, restarts. Also what lets the operator grant the pods' Role (get + patch on
-# their own OLMoJob's status): RBAC forbids granting what one does not hold.
+# Phase, conditions, restarts (only the operator writes the status).
 - apiGroups: [olmo-k8s.io]
   resources: [olmojobs/status]
   verbs: [get, patch]
@@ -24,10 +23,11 @@ pod failure or a finished Job is acted on at once rather than at the next period
 - apiGroups: [olmo-k8s.io]
   resources: [olmojobs/finalizers]
   verbs: [update]
-# Trainer (Indexed Job per attempt), data-prep and rotation Jobs.
+# Trainer (Indexed Job per attempt), data-prep and rotation Jobs. get on every child kind: a name
+# already taken (409 on create) is read to see whose it is (services/operator ownership.py).
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [list, watch, create, delete]
+  verbs: [get, list, watch, create, delete]
 # Failure classification reads the pods; a gang restart deletes the old attempt's pods.
 - apiGroups: [""]
   resources: [pods]
@@ -35,18 +35,31 @@ pod failure or a finished Job is acted on at once rather than at the next period
 # The attempt's headless Service (rendezvous) and its inline-config ConfigMap.
 - apiGroups: [""]
   resources: [services, configmaps]
-  verbs: [list, create, delete]
-# The pods' ServiceAccount, Role and RoleBinding (get/patch of their own OLMoJob's status only).
+  verbs: [get, list, create, delete]
+# The job's progress ConfigMap (<job>-progress): the operator reads it from the list above; get +
+# patch are what lets it grant the pods' Role (get + patch of that one ConfigMap): RBAC forbids
+# granting what one does not hold.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, patch]
+# The pods' ServiceAccount, Role and RoleBinding (get/patch of their progress ConfigMap only).
 - apiGroups: [""]
   resources: [serviceaccounts]
-  verbs: [create, delete]
+  verbs: [get, create, delete]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
-  verbs: [create, delete]
+  verbs: [get, create, delete]
 # The eval worker.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [list, create, delete]
+  verbs: [get, list, create, delete]
+{{- if .Values.networkPolicy.enabled }}
+# The NetworkPolicy around each OLMoJob's trainer pods (OLMO_OPERATOR_NETWORK_POLICY); get: a
+# name already taken is read to see whose it is.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, create, delete]
+{{- end }}
 # Events on the OLMoJob (phase changes, restarts, checkpoints, ...): kopf posts core/v1 Events.
 - apiGroups: [""]
   resources: [events]

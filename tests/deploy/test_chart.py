@@ -30,6 +30,7 @@ from tests.deploy import ROOT, operator_presets
 CHART = ROOT / "helm"
 EXAMPLES = CHART / "examples"
 NAMESPACE = "ml"
+WATCH_MARKER = "olmo-operator-watch"  # the ConfigMap claiming a watched namespace
 KUBE_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 CLOUD_EXAMPLES = ("values-gke-spot.yaml", "values-aws-spot.yaml", "values-azure-spot.yaml")
 # The images' user (USER 10001:10001), spelled once in the operator's contract.
@@ -150,7 +151,13 @@ CASES: dict[str, dict[str, Any]] = {
     **{name.removesuffix(".yaml"): example(name) for name in CLOUD_EXAMPLES},
     "values-kind": example("values-kind.yaml"),
     "everything-on": EVERYTHING_ON,
-    "cluster-wide": {"operator": {"clusterWide": True, "metrics": {"enabled": False}}},
+    "cluster-wide": {
+        "operator": {
+            "clusterWide": True,
+            "metrics": {"enabled": False},
+            "policy": {"allowedNamespaces": ["*"]},
+        }
+    },
     "existing-claims-and-secret": {
         "storage": {"data": {"existingClaim": "dolma"}, "checkpoints": {"existingClaim": "ckpt"}},
         "wandb": {"existingSecret": "wandb", "existingSecretKey": "token"},
@@ -554,7 +561,8 @@ def test_namespaced_role_grants_what_the_operator_does_and_cluster_role_only_rea
     granted = rules(role)
     for child in operator_children(r):
         group, resource = KIND_RESOURCES[child["kind"]]
-        for verb in ("create", "delete"):
+        # get: a name already taken is read to see whose it is (kube.create on 409).
+        for verb in ("get", "create", "delete"):
             assert (group, resource, verb) in granted, (child["kind"], verb)
     for verb in ("get", "list", "watch", "patch", "delete"):
         assert ("olmo-k8s.io", "olmojobs", verb) in granted
@@ -588,7 +596,7 @@ def test_namespaced_role_grants_what_the_operator_does_and_cluster_role_only_rea
 def test_cluster_wide_operator_gets_its_namespaced_rules_through_the_cluster_role():
     r = case("cluster-wide")
     assert r.of_kind("Role", "operator") == [] and r.of_kind("RoleBinding", "operator") == []
-    cluster = rules(r.one("ClusterRole"))
+    cluster = rules(r.one("ClusterRole", "ml-olmo-7b-operator"))
     assert ("olmo-k8s.io", "olmojobs", "watch") in cluster
     assert ("batch", "jobs", "create") in cluster
     assert ("", "namespaces", "list") not in cluster  # kopf needs no namespace list cluster-wide
@@ -799,7 +807,7 @@ def test_wandb_key_from_an_existing_secret_a_value_or_none():
 
 def test_dataprep_pipeline_is_stored_in_a_configmap_the_olmojob_names():
     r = case("everything-on")
-    (config_map,) = r.of_kind("ConfigMap")
+    config_map = r.one("ConfigMap", "olmo-7b-pipeline")
     assert config_map["data"] == {"pipeline.yaml": "sources: []\n"}
     prepare = r.olmojob["spec"]["dataset"]["prepare"]
     assert prepare["pipelineConfigMap"] == {
@@ -809,7 +817,8 @@ def test_dataprep_pipeline_is_stored_in_a_configmap_the_olmojob_names():
     existing = render(
         {"dataset": {"prepare": {"enabled": True, "existingConfigMap": {"name": "p", "key": "k"}}}}
     )
-    assert existing.of_kind("ConfigMap") == []
+    assert existing.of_kind("ConfigMap", "job") == []
+    assert [m["metadata"]["name"] for m in existing.of_kind("ConfigMap")] == [WATCH_MARKER]
     assert existing.olmojob["spec"]["dataset"]["prepare"]["pipelineConfigMap"] == {
         "name": "p",
         "key": "k",

@@ -333,6 +333,7 @@ def test_preempted_run_resumes_to_the_same_weights_as_an_uninterrupted_run(
     final_ckpt = layout.final_dir(run_dir, MAX_STEPS)
     assert final["step"] == MAX_STEPS
     assert final["progress"]["attempt"] == 2  # reported by the pods of attempt 2
+    assert "rejected" not in final["progress"]  # every report they sent passed validation
     assert final["tokens"] == MAX_STEPS * GLOBAL_BATCH * SEQ_LEN
     assert final["latestCheckpoint"]["step"] == MAX_STEPS
     # the path as the pods see it: the volume's mount path (process mode: its host folder)

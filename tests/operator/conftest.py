@@ -38,6 +38,8 @@ OPERATOR_ENV = {
     contract.ENV_RECONCILE_SECONDS: "0.2",
     contract.ENV_BACKOFF_BASE: "0.1",
     contract.ENV_BACKOFF_MAX: "1",
+    contract.ENV_PREEMPTION_BACKOFF_BASE: "0.1",
+    contract.ENV_PREEMPTION_BACKOFF_MAX: "1",
     contract.ENV_FAILURE_SETTLE: "0",  # failures count when seen (the unit tests cover the window)
 }
 

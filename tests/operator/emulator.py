@@ -19,8 +19,9 @@ replaces the object-serving half with the apiserver semantics an operator relies
   ``Background``/``Foreground``/``Orphan`` policies and the real defaults (batch/v1 Jobs orphan
   their pods unless told otherwise); pods' ``eviction`` subresource;
 - a few validations and defaults a real server applies and that operators trip on: DNS names
-  (Services are DNS-1035 labels, Job names at most 63 characters), label syntax, Job
-  ``restartPolicy``/``podFailurePolicy``/Indexed rules and immutable template, Deployment
+  (Services are DNS-1035 labels, Job names at most 63 characters), label syntax (also of a pod
+  spec's ``nodeSelector``), Job ``restartPolicy``/``podFailurePolicy``/Indexed rules and
+  immutable template, Deployment
   selectors, Job selector generation, CRD ``default:`` values; namespaces must exist;
 - CRDs (registered from a dict or created through the API) become discoverable resources;
 - fault injection: :meth:`KubeEmulator.inject_fault` makes the next N matching requests fail.
@@ -402,6 +403,7 @@ def _pod_spec_causes(spec: Any, where: str, restart_policies: set[str] | None = 
     policy = spec.get("restartPolicy", "Always")
     if restart_policies is not None and policy not in restart_policies:
         causes.append(f"{where}.restartPolicy: Unsupported value: {policy!r}")
+    causes += _label_causes(spec.get("nodeSelector"), f"{where}.nodeSelector")
     for key in ("hostname", "subdomain"):
         value = spec.get(key)
         if value is not None and (not DNS1123_LABEL.match(value) or len(value) > 63):

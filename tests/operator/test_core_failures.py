@@ -201,3 +201,80 @@ def test_job_pod_failure_policy_condition_decides_when_pods_are_gone() -> None:
 def test_an_unexplained_end_is_a_failure() -> None:
     failure = classify_failure({"status": {"failed": 1}}, [])
     assert failure.cause is Cause.FAILURE
+
+
+# --------------------------------------------------------------------------------------------
+# The pod's own limits: failures whatever node, checked before the preemption signals
+
+SPOT = {"node-a": node(labels={"cloud.google.com/gke-spot": "true"})}
+
+
+def oom_pod(*, last_state: bool = False, container: str = "trainer") -> dict[str, Any]:
+    p = pod("p0", exit_code=137)
+    terminated = {"exitCode": 137, "reason": "OOMKilled", "finishedAt": "2026-01-01T00:00:10Z"}
+    cs = {"name": container, "state": {"terminated": terminated}}
+    if last_state:
+        cs = {"name": container, "state": {"waiting": {}}, "lastState": {"terminated": terminated}}
+    p["status"]["containerStatuses"] = [cs]
+    return p
+
+
+@pytest.mark.parametrize("last_state", [False, True])
+def test_oom_killed_on_a_spot_node_is_a_failure(last_state: bool) -> None:
+    failure = classify_failure(failed_job(), [oom_pod(last_state=last_state)], SPOT)
+    assert (failure.cause, failure.reason) == (Cause.FAILURE, "OOMKilled"), failure
+    assert "memory limit" in failure.message and failure.pod == "p0"
+
+
+def test_oom_killed_sidecar_wins_over_a_disruption_elsewhere() -> None:
+    pods = [oom_pod(container="sidecar"), pod("p1", exit_code=143, conditions=[DISRUPTION])]
+    failure = classify_failure(failed_job(), pods, SPOT)
+    assert (failure.cause, failure.reason) == (Cause.FAILURE, "OOMKilled")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        'Container trainer exceeded its local ephemeral storage limit "100Gi". ',
+        "Pod ephemeral local storage usage exceeds the total limit of containers 10Gi. ",
+        'Usage of EmptyDir volume "dshm" exceeds the limit "64Gi". ',
+    ],
+)
+def test_evicted_over_its_own_limits_is_a_failure(message: str) -> None:
+    evicted = pod("p0", reason="Evicted", message=message)
+    evicted["status"]["message"] = message
+    failure = classify_failure(failed_job(), [evicted], SPOT)
+    assert (failure.cause, failure.reason) == (Cause.FAILURE, "EvictedOverLimit"), failure
+    disrupted = pod(
+        "p0",
+        exit_code=137,
+        conditions=[
+            {
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "TerminationByKubelet",
+                "message": message,
+            }
+        ],
+    )
+    failure = classify_failure(failed_job(), [disrupted], SPOT)
+    assert (failure.cause, failure.reason) == (Cause.FAILURE, "EvictedOverLimit"), failure
+
+
+def test_node_pressure_eviction_stays_a_preemption() -> None:
+    message = (
+        "The node was low on resource: memory. Threshold quantity: 100Mi, available: 50Mi. "
+        "Container trainer was using 10Gi, request is 8Gi, has larger consumption of memory."
+    )
+    evicted = pod("p0", reason="Evicted")
+    evicted["status"]["message"] = message
+    failure = classify_failure(failed_job(), [evicted], SPOT)
+    assert (failure.cause, failure.reason) == (Cause.PREEMPTION, "Evicted")
+    kubelet = {
+        "type": "DisruptionTarget",
+        "status": "True",
+        "reason": "TerminationByKubelet",
+        "message": message,
+    }
+    failure = classify_failure(failed_job(), [pod("p0", exit_code=137, conditions=[kubelet])])
+    assert (failure.cause, failure.reason) == (Cause.PREEMPTION, "DisruptionTarget")

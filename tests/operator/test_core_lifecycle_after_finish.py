@@ -65,16 +65,20 @@ def test_final_rotation_waits_for_the_final_evaluation_when_required() -> None:
     )
     w.step()
     assert w.names("Deployment") == ["run-eval"]
-    w.status[c.STATUS_PROGRESS] = {
-        "latestCheckpoint": {"step": 300, "path": "/checkpoints/run/checkpoints/step000300"}
+    checkpoint = {
+        "step": 300,
+        "path": "/checkpoints/run/checkpoints/step000300",
+        "time": "2026-01-01T00:00:00Z",
     }
+    w.report(c.PROGRESS_TRAINER, {"attempt": 1, "latestCheckpoint": checkpoint})
     w.start_pods("run-a1")
     w.complete_job("run-a1")
     w.step()
     action = w.step()
     assert action.kind is ActionKind.WAIT and "evaluation" in action.message
     assert w.names("Deployment") == ["run-eval"]  # still evaluating
-    w.status[c.STATUS_PROGRESS]["lastEval"] = {"step": 300, "headline": {"piqa": 0.6}}
+    evaluation = {"step": 300, "headline": {"piqa": 0.6}, "time": "2026-01-01T00:01:00Z"}
+    w.report(c.PROGRESS_EVAL, {"lastEval": evaluation})
     action = w.step()
     assert action.kind is ActionKind.ROTATE
     assert w.names("Deployment") == []  # the final checkpoint is evaluated: the worker goes
@@ -111,3 +115,69 @@ def test_a_failed_rotation_is_reported_and_the_job_stays_succeeded() -> None:
     assert conditions["CheckpointsRotated"] == ("False", "RotationFailed")
     assert w.step(1).kind is ActionKind.WAIT  # rotated once, never again
     assert w.names("Job") == ["run-a1", "run-rotate"]
+
+
+# --------------------------------------------------------------------------------------------
+# The eval worker ends within a bounded time after success (issue 15, item 3)
+
+
+def _succeeded_with_unevaluated_checkpoint(**eval_spec: object) -> World:
+    w = World(
+        eval={"enabled": True, **eval_spec},
+        checkpoint={"claimName": "ckpt", "requireEvaluated": True},
+    )
+    w.step()
+    checkpoint = {"step": 300, "path": "/checkpoints/run/step300", "time": iso(w.now)}
+    w.report(c.PROGRESS_TRAINER, {"attempt": 1, "latestCheckpoint": checkpoint})
+    w.start_pods("run-a1")
+    w.complete_job("run-a1")
+    assert w.step().kind is ActionKind.SUCCEED
+    action = w.step()
+    assert action.kind is ActionKind.WAIT and "evaluation" in action.message
+    assert w.names("Deployment") == ["run-eval"] and "finalEval" not in w.status
+    return w
+
+
+def test_final_timeout_removes_the_eval_worker_and_the_rotation_runs() -> None:
+    w = _succeeded_with_unevaluated_checkpoint(finalTimeoutSeconds=600)
+    assert w.step(598).kind is ActionKind.WAIT
+    assert w.names("Deployment") == ["run-eval"]
+    action = w.step(2)
+    assert w.status["finalEval"]["phase"] == "TimedOut"
+    assert "finalTimeoutSeconds (600s)" in w.status["finalEval"]["message"]
+    assert "FinalEvalTimedOut" in reasons(action)
+    assert w.names("Deployment") == []
+    assert action.kind is ActionKind.ROTATE and "run-rotate" in w.names("Job")
+    args = w.job("run-rotate")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--require-evaluated" in args  # un-evaluated checkpoints are still kept
+
+
+def test_final_timeout_defaults_to_two_hours() -> None:
+    w = _succeeded_with_unevaluated_checkpoint()
+    assert w.step(7199).kind is ActionKind.WAIT
+    assert w.step(1).kind is ActionKind.ROTATE
+    assert w.status["finalEval"]["phase"] == "TimedOut"
+
+
+def test_a_given_up_final_evaluation_removes_the_eval_worker_and_the_rotation_runs() -> None:
+    w = _succeeded_with_unevaluated_checkpoint()
+    failure = {"step": 200, "message": "older", "time": iso(w.now)}
+    w.report(c.PROGRESS_EVAL, {"lastEvalFailure": failure})
+    assert w.step(1).kind is ActionKind.WAIT  # a failure on an older checkpoint says nothing
+    failure = {"step": 300, "message": "CUDA OOM", "time": iso(w.now)}
+    w.report(c.PROGRESS_EVAL, {"lastEvalFailure": failure})
+    action = w.step(1)
+    assert w.status["finalEval"]["phase"] == "Failed"
+    assert "CUDA OOM" in w.status["finalEval"]["message"]
+    assert "FinalEvalFailed" in reasons(action)
+    assert w.names("Deployment") == [] and action.kind is ActionKind.ROTATE
+
+
+def test_an_evaluated_final_checkpoint_is_recorded() -> None:
+    w = _succeeded_with_unevaluated_checkpoint()
+    evaluation = {"step": 300, "headline": {"piqa": 0.6}, "time": iso(w.now)}
+    w.report(c.PROGRESS_EVAL, {"lastEval": evaluation})
+    action = w.step(1)
+    assert w.status["finalEval"]["phase"] == "Evaluated"
+    assert "FinalEvalEvaluated" in reasons(action) and action.kind is ActionKind.ROTATE
+    assert w.names("Deployment") == []

@@ -18,9 +18,13 @@ from tests.operator.world import T0, TIMING, World
 def test_progress_is_mirrored_during_any_phase() -> None:
     w = World()
     w.step()
-    w.status[c.STATUS_PROGRESS] = {"step": 42, "tokens": 1000}
+    w.report(c.PROGRESS_TRAINER, {"attempt": 1, "step": 42, "tokens": 1000})
     action = w.step(1)
-    assert action.status == {"step": 42, "tokens": 1000}
+    assert action.status == {
+        "step": 42,
+        "tokens": 1000,
+        c.STATUS_PROGRESS: {"attempt": 1, "step": 42},
+    }
     assert w.status["step"] == 42
 
 

@@ -25,3 +25,21 @@ def test_timing_from_the_environment() -> None:
     )
     with pytest.raises(ValueError, match="OLMO_OPERATOR_BACKOFF_BASE_SECONDS"):
         Timing.from_env({"OLMO_OPERATOR_BACKOFF_BASE_SECONDS": "soon"})
+
+
+def test_preemption_backoff_starts_immediately_then_doubles_to_its_cap() -> None:
+    timing = Timing()
+    assert [timing.preemption_backoff(n) for n in range(0, 8)] == [0, 0, 30, 60, 120, 240, 300, 300]
+    timing = Timing.from_env(
+        {
+            "OLMO_OPERATOR_PREEMPTION_BACKOFF_BASE_SECONDS": "0.1",
+            "OLMO_OPERATOR_PREEMPTION_BACKOFF_MAX_SECONDS": "1",
+        }
+    )
+    assert (timing.preemption_backoff_base_seconds, timing.preemption_backoff_max_seconds) == (
+        0.1,
+        1,
+    )
+    assert timing.preemption_backoff(3) == 0.2 and timing.preemption_backoff(9) == 1
+    with pytest.raises(ValueError, match="OLMO_OPERATOR_PREEMPTION_BACKOFF_MAX_SECONDS"):
+        Timing.from_env({"OLMO_OPERATOR_PREEMPTION_BACKOFF_MAX_SECONDS": "-1"})

@@ -11,8 +11,8 @@ from tests.operator.olmojobs import olmojob
 def test_an_attempt_is_rbac_a_headless_service_and_an_indexed_job() -> None:
     objects = desired_objects(olmojob(), AttemptState(attempt=3))
     kinds = [o["kind"] for o in objects]
-    assert kinds == ["ServiceAccount", "Role", "RoleBinding", "Service", "Job"]
-    svc, job = objects[3], objects[4]
+    assert kinds == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Service", "Job"]
+    svc, job = objects[4], objects[5]
     assert svc["metadata"]["name"] == job["metadata"]["name"] == "run-a3"
     assert svc["spec"]["clusterIP"] == "None"
     assert svc["spec"]["publishNotReadyAddresses"] is True

@@ -169,7 +169,8 @@ def test_priority_wandb_secret_and_extra_env() -> None:
 
 def test_inline_config_becomes_a_config_map_of_the_attempt() -> None:
     objects = desired_objects(olmojob(model={"config": "model: {preset: tiny}\n"}), AttemptState(2))
-    (cm,) = by_kind(objects)["ConfigMap"]
+    progress, cm = by_kind(objects)["ConfigMap"]  # (the first: the pods' progress reports)
+    assert progress["metadata"]["name"] == "run-progress"
     assert cm["metadata"]["name"] == "run-a2-config"
     assert cm["metadata"]["labels"][c.LABEL_ATTEMPT] == "2"
     assert cm["data"] == {"config.yaml": "model: {preset: tiny}\n"}
@@ -184,7 +185,7 @@ def test_config_map_reference_is_mounted() -> None:
     objects = desired_objects(
         olmojob(model={"configMapRef": {"name": "cfg", "key": "7b.yaml"}}), AttemptState(1)
     )
-    assert "ConfigMap" not in by_kind(objects)
+    assert [m["metadata"]["name"] for m in by_kind(objects)["ConfigMap"]] == ["run-progress"]
     job = trainer_of(objects)
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
     assert volumes["config"]["configMap"] == {

@@ -145,10 +145,13 @@ def test_status_has_the_fields_the_operator_and_the_trainer_write() -> None:
         "message",
         "observedGeneration",
         "progress",
+        "lastEvalFailure",
+        "lastResume",
     ):
         assert key in status, key
     assert status["phase"]["enum"] == list(c.PHASES)
-    assert status["progress"]["x-kubernetes-preserve-unknown-fields"] is True
+    # The operator's own record now (the pods report into a ConfigMap): typed, not free-form.
+    assert "x-kubernetes-preserve-unknown-fields" not in status["progress"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,9 +248,11 @@ def test_quantities_accept_integers_and_strings() -> None:
     assert _errors(_with("spec.resources", {"limits": {"cpu": 4, "memory": "8Gi"}})) == []
 
 
-def test_progress_accepts_whatever_the_pods_write() -> None:
-    obj = _with("status", {"progress": {"step": 3, "anything": {"new": [1, 2]}}})
-    assert _errors(obj) == []
+def test_progress_is_the_operators_typed_record() -> None:
+    rejected = {"field": "step", "reason": "must be an integer", "time": "2026-01-01T00:00:00Z"}
+    record = {"attempt": 2, "step": 3, "rejected": {"trainer": rejected}}
+    assert _errors(_with("status", {"progress": record})) == []
+    assert _errors(_with("status", {"progress": {"step": "3"}})) != []
 
 
 # --------------------------------------------------------------------------------------------

@@ -297,7 +297,14 @@ def test_api_errors_on_job_creation_are_retried(emulator, k8s, make_olmojob, ope
     assert status(k8s, "llm")["attempt"] == 1
 
 
-def test_trainer_progress_is_mirrored_into_status(k8s, make_olmojob, operator, job_controller):
+def test_trainer_progress_is_mirrored_into_status(
+    emulator, k8s, make_olmojob, operator, job_controller
+):
+    """The real reporter (``olmo.progress``) writes the job's progress ConfigMap; the operator
+    validates it and mirrors it into the status. The OLMoJob itself is never written by the
+    pods: every status write comes from the operator."""
+    from olmo.progress import ProgressReporter
+
     make_olmojob("llm")
     wait_running(k8s, "llm", 1)
     checkpoint = {
@@ -305,17 +312,18 @@ def test_trainer_progress_is_mirrored_into_status(k8s, make_olmojob, operator, j
         "path": "/checkpoints/llm/checkpoints/step000010",
         "time": "2025-01-01T00:00:00Z",
     }
-    progress = {
-        c.PROGRESS_ATTEMPT: 1,
-        c.PROGRESS_STEP: 10,
-        c.PROGRESS_TOKENS: 40960,
-        c.PROGRESS_LATEST_CHECKPOINT: checkpoint,
-        c.PROGRESS_UPDATED: "2025-01-01T00:00:01Z",
-    }
-    k8s.patch_olmojob("llm", {"status": {c.STATUS_PROGRESS: progress}}, status=True)
+    reporter = ProgressReporter("llm", k8s.namespace, api_url=emulator.url, attempt=1)
+    reporter.report({"step": 10, "tokens": 40960, "latestCheckpoint": checkpoint}, urgent=True)
+    reporter.report({"restarts": {"failures": 0}, "phase": "Succeeded"}, urgent=True)
+    reporter.close()
+    assert reporter.failed == 0 and reporter.sent >= 1
     st = wait_status(k8s, "llm", step=10, tokens=40960)
     assert st["latestCheckpoint"] == checkpoint
+    assert st["phase"] == c.RUNNING
     assert wait_for(lambda: events(k8s, "llm", "CheckpointSaved"), TIMEOUT)
+    cm = k8s.core.read_namespaced_config_map("llm-progress", k8s.namespace)
+    assert set(cm.data) == {"trainer"}
+    assert emulator.emulator.count("PATCH", "configmaps", code=200) >= 1
 
 
 def test_lost_node_counts_as_preemption(k8s, make_olmojob, operator, job_controller):
@@ -341,3 +349,95 @@ def test_deleting_the_olmojob_collects_its_children(k8s, make_olmojob, operator,
         message="children garbage-collected",
     )
     assert gone(k8s.core.read_namespaced_service_account, "llm-progress", k8s.namespace)
+
+
+# --------------------------------------------------------------------------------------------
+# API refusals and names taken (issue 15, items 2 and 5)
+
+
+def test_a_child_the_api_server_refuses_fails_the_olmojob(k8s, make_olmojob, operator):
+    """The CRD lets any node selector value through; the API server refuses a Job whose pods
+    select a value that is no label value (422). That is final: phase Failed with the server's
+    message, not Running forever."""
+    pool = {"name": "gpu", "nodeSelector": {"pool": "gpu pool"}}
+    make_olmojob("llm", nodePools=[pool])
+    st = wait_status(k8s, "llm", phase=c.FAILED)
+    assert "the API server refused to create Job default/llm-a1" in st["message"]
+    assert "nodeSelector" in st["message"] and "gpu pool" in st["message"]
+    assert st["completionTime"]
+    conditions = {x["type"]: x["status"] for x in st["conditions"]}
+    assert conditions["Failed"] == "True"
+    assert wait_for(lambda: events(k8s, "llm", "CreateRefused"), TIMEOUT)
+    assert trainer_jobs(k8s, "llm") == []
+
+
+def _stale_failed_dataprep_job(k8s, job: str) -> dict:
+    """The failed data-prep Job of a deleted OLMoJob of the same name, its garbage collection
+    not finished (it is owned by an OLMoJob UID that no longer exists)."""
+    labels = {c.LABEL_JOB: job, c.LABEL_COMPONENT: c.DATAPREP}
+    body = {
+        "metadata": {
+            "name": f"{job}-dataprep",
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": c.API_VERSION,
+                    "kind": c.KIND,
+                    "name": job,
+                    "uid": "00000000-0000-0000-0000-00000000dead",
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {
+            "suspend": True,  # the fake job controller leaves it alone
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "dataprep", "image": "old"}],
+                },
+            },
+        },
+    }
+    name = body["metadata"]["name"]
+    created = k8s.to_dict(k8s.batch.create_namespaced_job(k8s.namespace, body))
+    failed = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}
+    k8s.batch.patch_namespaced_job_status(
+        name, k8s.namespace, {"status": {"failed": 1, "conditions": [failed]}}
+    )
+    return created
+
+
+def test_a_stale_child_of_a_deleted_namesake_is_replaced_not_adopted(
+    k8s, make_olmojob, operator, job_controller
+):
+    """Adopting the old run's failed data-prep Job would fail the new run at once."""
+    stale = _stale_failed_dataprep_job(k8s, "llm")
+    prepare = {"pipelineConfigMap": {"name": "pipeline"}, "workers": 1}
+    created = make_olmojob("llm", dataset={"claimName": "olmo-tokens", "prepare": prepare})
+    uid = created["metadata"]["uid"]
+
+    def replaced():
+        job = k8s.job("llm-dataprep")
+        owners = [r["uid"] for r in job["metadata"].get("ownerReferences") or []]
+        return job if owners == [uid] else None
+
+    job = wait_for(replaced, TIMEOUT, message="llm-dataprep owned by the new OLMoJob")
+    assert job["metadata"]["uid"] != stale["metadata"]["uid"]
+    assert not (job.get("status") or {}).get("conditions")  # a fresh Job, not the old one
+    st = wait_status(k8s, "llm", phase=c.PREPARING_DATA)
+    assert "DataPrepared" not in {x["type"] for x in st.get("conditions") or []}
+
+
+def test_a_name_taken_by_someone_elses_object_fails_and_leaves_it_alone(
+    k8s, make_olmojob, operator
+):
+    theirs = {"metadata": {"name": "llm-a1"}, "spec": {"ports": [{"port": 80}]}}
+    k8s.core.create_namespaced_service(k8s.namespace, theirs)
+    make_olmojob("llm")
+    st = wait_status(k8s, "llm", phase=c.FAILED)
+    assert "name conflict: Service default/llm-a1" in st["message"]
+    assert wait_for(lambda: events(k8s, "llm", "CreateRefused"), TIMEOUT)
+    service = k8s.to_dict(k8s.core.read_namespaced_service("llm-a1", k8s.namespace))
+    assert not service["metadata"].get("ownerReferences")  # neither deleted nor adopted

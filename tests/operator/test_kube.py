@@ -136,3 +136,111 @@ def test_nodes_missing_unknown_or_present(api: kube.Kube, monkeypatch: pytest.Mo
     assert api.read_node("gone") is None
     assert api.read_node("secret") is kube.UNKNOWN
     assert api.read_node("n1") == {"metadata": {"name": "n1"}}
+
+
+# --------------------------------------------------------------------------------------------
+# 409 on create: whose object holds the name
+
+
+OWNED_JOB = {
+    "apiVersion": "batch/v1",
+    "kind": "Job",
+    "metadata": {
+        "name": "run-a1",
+        "labels": {"olmo-k8s.io/job": "run"},
+        "ownerReferences": [
+            {"apiVersion": "olmo-k8s.io/v1alpha1", "kind": "OLMoJob", "name": "run", "uid": "new"}
+        ],
+    },
+}
+
+
+def _existing(
+    api: kube.Kube, monkeypatch: pytest.MonkeyPatch, existing: dict[str, Any]
+) -> list[tuple[str, Any]]:
+    """The name is taken by ``existing`` until it is deleted; records creates and deletes."""
+    calls: list[tuple[str, Any]] = []
+    live = {"obj": existing}
+
+    def create(namespace: str, body: dict[str, Any], **kwargs: Any) -> Any:
+        calls.append(("create", body["metadata"]["name"]))
+        if live["obj"] is not None:
+            raise api_error(409, "already exists")
+        return Response(body)
+
+    def read(name: str, namespace: str, **kwargs: Any) -> Any:
+        if live["obj"] is None:
+            raise api_error(404)
+        return Response(live["obj"])
+
+    def delete(name: str, namespace: str, **kwargs: Any) -> Any:
+        calls.append(("delete", kwargs.get("body")))
+        live["obj"] = None
+        return Response({})
+
+    monkeypatch.setattr(api.batch, "create_namespaced_job", create)
+    monkeypatch.setattr(api.batch, "read_namespaced_job", read)
+    monkeypatch.setattr(api.batch, "delete_namespaced_job", delete)
+    return calls
+
+
+def _owned_by(uid: str, name: str = "run") -> dict[str, Any]:
+    ref = {"apiVersion": "olmo-k8s.io/v1alpha1", "kind": "OLMoJob", "name": name, "uid": uid}
+    return {"metadata": {"name": "run-a1", "uid": "u-existing", "ownerReferences": [ref]}}
+
+
+def test_a_409_on_our_own_object_is_done(api: kube.Kube, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _existing(api, monkeypatch, _owned_by("new"))
+    assert api.create("ml", OWNED_JOB) is False
+    assert calls == [("create", "run-a1")]
+
+
+def test_a_stale_object_of_the_same_name_is_replaced_not_adopted(
+    api: kube.Kube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _existing(api, monkeypatch, _owned_by("old"))
+    assert api.create("ml", OWNED_JOB) is True
+    assert calls == [
+        ("create", "run-a1"),
+        ("delete", {"preconditions": {"uid": "u-existing"}}),  # only that object, no newer one
+        ("create", "run-a1"),
+    ]
+
+
+def test_an_orphan_labelled_for_the_job_is_replaced(
+    api: kube.Kube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    orphan = {"metadata": {"name": "run-a1", "uid": "u-1", "labels": {"olmo-k8s.io/job": "run"}}}
+    calls = _existing(api, monkeypatch, orphan)
+    assert api.create("ml", OWNED_JOB) is True
+    assert [c for c, _ in calls] == ["create", "delete", "create"]
+
+
+def test_someone_elses_object_is_a_name_conflict_and_stays(
+    api: kube.Kube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    theirs = {"metadata": {"name": "run-a1", "uid": "u-1"}}
+    calls = _existing(api, monkeypatch, theirs)
+    with pytest.raises(kube.NameConflict, match="name conflict: Job ml/run-a1") as info:
+        api.create("ml", OWNED_JOB)
+    assert "no owner" in info.value.detail
+    assert calls == [("create", "run-a1")]  # never deleted
+
+
+def test_a_status_patch_is_conditional_on_the_version_read(
+    api: kube.Kube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bodies: list[dict[str, Any]] = []
+
+    def patch(group: str, version: str, ns: str, plural: str, name: str, body: Any, **kw: Any):
+        bodies.append(body)
+        if body.get("metadata", {}).get("resourceVersion") == "7":
+            raise api_error(409, "the object has been modified")
+        return Response({"metadata": {"resourceVersion": "9"}, "status": body["status"]})
+
+    monkeypatch.setattr(api.custom, "patch_namespaced_custom_object_status", patch)
+    after = api.patch_status("ml", "run", {"phase": "Running"}, "8")
+    assert bodies[-1] == {"status": {"phase": "Running"}, "metadata": {"resourceVersion": "8"}}
+    assert after == {"metadata": {"resourceVersion": "9"}, "status": {"phase": "Running"}}
+    with pytest.raises(kube.Conflict):
+        api.patch_status("ml", "run", {"phase": "Failed"}, "7")

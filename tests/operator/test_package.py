@@ -61,10 +61,12 @@ def test_contract_agrees_with_the_trainer() -> None:
     trainer side is torch-free, so this check needs no GPU stack."""
     from olmo import progress
     from olmo.train import exit_codes
+    from olmo_operator.resources import progress_config_map_name
 
     assert c.EXIT_PREEMPTED == exit_codes.PREEMPTED
-    assert (c.GROUP, c.VERSION, c.PLURAL) == (progress.GROUP, progress.VERSION, progress.PLURAL)
-    assert c.STATUS_PROGRESS == progress.PROGRESS
+    assert (c.PROGRESS_TRAINER, c.PROGRESS_EVAL) == (progress.TRAINER, progress.EVAL)
+    assert c.PROGRESS_SOURCES == progress.SOURCES
+    assert progress.config_map_name("run") == progress_config_map_name("run")
 
 
 def test_trainer_reads_the_environment_the_operator_sets() -> None:
@@ -80,7 +82,7 @@ def test_trainer_reads_the_environment_the_operator_sets() -> None:
     )
     assert reporter is not None
     try:
-        assert reporter.url.endswith("/apis/olmo-k8s.io/v1alpha1/namespaces/ml/olmojobs/run/status")
+        assert reporter.url.endswith("/api/v1/namespaces/ml/configmaps/run-progress")
         assert reporter.attempt == 3
     finally:
         reporter.close(timeout=1)

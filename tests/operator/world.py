@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 from typing import Any
 
 from olmo_operator import contract as c
@@ -169,6 +170,16 @@ class World:
 
     def names(self, kind: str) -> list[str]:
         return sorted(n for (k, n) in self.objects if k == kind)
+
+    # the pods' progress reports ---------------------------------------------------------------
+
+    def report(self, source: str, document: Any) -> None:
+        """A pod writes its data key of ``<job>-progress`` (a dict is sent as JSON, anything
+        else as is), as ``olmo.progress`` does; the operator created the ConfigMap."""
+        name = f"{self.obj['metadata']['name']}-progress"
+        config_map = self.objects[("ConfigMap", name)]
+        text = json.dumps(document) if isinstance(document, dict) else document
+        config_map["data"] = {**(config_map.get("data") or {}), source: text}
 
 
 def reasons(action: Action) -> list[str]:

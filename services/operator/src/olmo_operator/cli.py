@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from olmo_operator import contract as c
@@ -134,6 +134,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     ):
         if not 0 <= port <= 65535:
             raise UsageError(f"{flag} must be a port number, got {port}")
+    _check_settings(os.environ)
     namespaces = list(args.namespace)
     if not namespaces and not args.all_namespaces:
         namespaces = [
@@ -152,6 +153,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         peering_name=args.peering,
     )
     return 0
+
+
+def _check_settings(environ: Mapping[str, str]) -> None:
+    """Refuse to start on a malformed policy or switch (exit 2 with the reason) rather than run
+    with fewer restrictions than the installer asked for."""
+    from olmo_operator.policy import Policy
+    from olmo_operator.resources.network_policy import enabled_from_env
+
+    try:
+        Policy.from_env(environ)
+        enabled_from_env(environ)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 if __name__ == "__main__":

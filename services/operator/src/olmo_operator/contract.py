@@ -2,7 +2,7 @@
 
 Everything another component relies on is spelled here once: the custom resource's identity,
 the labels on every child object, the paths and environment the pods see, and the progress
-report the trainer and the eval worker write into ``status.progress``. The trainer side of the
+reports the trainer and the eval worker write into the ``<job>-progress`` ConfigMap. The trainer side of the
 progress contract lives in ``olmo/progress.py`` (torch-free, standard library only); a test keeps
 the two in agreement.
 """
@@ -118,6 +118,9 @@ TORCH_EXTENSIONS_DEFAULT = f"{IMAGE_HOME}/.cache/torch_extensions"
 ENV_JOB_NAME = "OLMOJOB_NAME"
 ENV_JOB_NAMESPACE = "OLMOJOB_NAMESPACE"
 ENV_ATTEMPT = "OLMOJOB_ATTEMPT"
+ENV_JOB_UID = "OLMOJOB_UID"
+"""The OLMoJob's uid, for the trainer's run-directory fence (``olmo/checkpoints/fence.py``):
+attempt numbers restart when a job is re-created, so the fence orders attempts per uid."""
 ENV_GRACE = "OLMO_TERMINATION_GRACE_SECONDS"
 ENV_WANDB_KEY = "WANDB_API_KEY"
 
@@ -125,34 +128,55 @@ EXIT_PREEMPTED = 75
 """The trainer's "preempted, resumable" exit code (``olmo/train/exit_codes.py``: PREEMPTED)."""
 
 # --------------------------------------------------------------------------------------------
-# The progress contract: ``status.progress`` written by the pods, read by the operator.
+# The progress contract: the pods report into a ConfigMap the operator owns and validates.
 #
-# Trainer rank 0 merge-patches the OLMoJob's /status subresource with
-#   {"status": {"progress": {"attempt": A, "step": S, "tokens": T,
-#                            "latestCheckpoint": {"step": S, "path": P, "time": ISO},
-#                            "rotation": {"deleted": [P, ...], "time": ISO},
-#                            "updated": ISO}}}
-# and the eval worker with
-#   {"status": {"progress": {"lastEval": {"step": S, "headline": {task: accuracy}, "time": ISO}}}}
-# The operator never writes ``status.progress``; it mirrors step, tokens, latestCheckpoint and
-# lastEval into the top-level status fields and turns changes into Events.
+# The operator creates ``<job>-progress`` (a ConfigMap with the job's labels and owner, no
+# attempt label: it outlives restarts) and gives the pods a Role that may only get/patch that
+# one ConfigMap — nothing on the OLMoJob. Each writer owns one data key holding one JSON
+# document (its whole state, newest wins), so a merge patch by one never touches the other's:
+#   data.trainer (rank 0): {"attempt": A, "step": S, "tokens": T,
+#                           "latestCheckpoint": {"step": S, "path": P, "time": ISO},
+#                           "rotation": {"deleted": [P, ...], "time": ISO},
+#                           "resume": {"step": S, "path": P,
+#                                      "skipped": [{"path": P, "reason": R}, ...]},
+#                           "updated": ISO}
+#   data.eval (eval worker): {"lastEval": {"step": S, "headline": {task: accuracy}, "time": ISO},
+#                             "lastEvalFailure": {"step": S, "message": M, "time": ISO},
+#                             "updated": ISO}
+# The operator validates each document (olmo_operator.progress_validation), mirrors the
+# validated fields into the top-level status and turns changes into Events; ``status.progress``
+# is its own record of what it accepted and rejected (never written by the pods).
 
 STATUS_PROGRESS = "progress"
+PROGRESS_TRAINER = "trainer"
+PROGRESS_EVAL = "eval"
+PROGRESS_SOURCES = (PROGRESS_TRAINER, PROGRESS_EVAL)
+PROGRESS_REJECTED = "rejected"
 PROGRESS_ATTEMPT = "attempt"
 PROGRESS_STEP = "step"
 PROGRESS_TOKENS = "tokens"
 PROGRESS_LATEST_CHECKPOINT = "latestCheckpoint"
 PROGRESS_ROTATION = "rotation"
+PROGRESS_RESUME = "resume"
 PROGRESS_LAST_EVAL = "lastEval"
+PROGRESS_LAST_EVAL_FAILURE = "lastEvalFailure"
 PROGRESS_UPDATED = "updated"
 CHECKPOINT_STEP = "step"
 CHECKPOINT_PATH = "path"
 CHECKPOINT_TIME = "time"
 ROTATION_DELETED = "deleted"
 ROTATION_TIME = "time"
+RESUME_STEP = "step"
+RESUME_PATH = "path"
+RESUME_SKIPPED = "skipped"
+SKIPPED_PATH = "path"
+SKIPPED_REASON = "reason"
 EVAL_STEP = "step"
 EVAL_HEADLINE = "headline"
 EVAL_TIME = "time"
+EVAL_FAILURE_STEP = "step"
+EVAL_FAILURE_MESSAGE = "message"
+EVAL_FAILURE_TIME = "time"
 
 # --------------------------------------------------------------------------------------------
 # Operator configuration (environment)
@@ -163,3 +187,10 @@ ENV_BACKOFF_MAX = "OLMO_OPERATOR_BACKOFF_MAX_SECONDS"
 ENV_NAMESPACES = "OLMO_OPERATOR_NAMESPACES"
 ENV_STOP_WAIT = "OLMO_OPERATOR_TERMINATION_WAIT_SECONDS"
 ENV_FAILURE_SETTLE = "OLMO_OPERATOR_FAILURE_SETTLE_SECONDS"
+ENV_PREEMPTION_BACKOFF_BASE = "OLMO_OPERATOR_PREEMPTION_BACKOFF_BASE_SECONDS"
+ENV_PREEMPTION_BACKOFF_MAX = "OLMO_OPERATOR_PREEMPTION_BACKOFF_MAX_SECONDS"
+ENV_POLICY = "OLMO_OPERATOR_POLICY"
+"""The operator policy, JSON (``olmo_operator.policy``): what an OLMoJob may ask for."""
+ENV_NETWORK_POLICY = "OLMO_OPERATOR_NETWORK_POLICY"
+"""``true``: each OLMoJob gets a NetworkPolicy that admits its trainer pods' traffic only from
+the same job's trainer pods (``olmo_operator.resources.network_policy``)."""

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from olmo_operator import contract as c
-from olmo_operator.openapi import array, free_object, integer, list_map, obj, string, time
+from olmo_operator.openapi import array, integer, list_map, obj, string, time
 from olmo_operator.spec import JobSpec
 from olmo_operator.typed_schema import object_schema
 
@@ -63,6 +63,15 @@ def _status_schema() -> dict[str, Any]:
         },
         required=("type", "status"),
     )
+    rejection = obj(
+        "A rejected report of this source (cleared by its next valid one).",
+        {
+            "field": string("The field at fault."),
+            "reason": string("What is wrong with it."),
+            "message": string("The ProgressRejected Event's message."),
+            "time": time("When the operator rejected it."),
+        },
+    )
     properties: dict[str, Any] = {
         "phase": string("Where the job is.", enum=list(c.PHASES)),
         "message": string("Why it is there."),
@@ -77,7 +86,7 @@ def _status_schema() -> dict[str, Any]:
             "Restarts by cause.",
             {
                 "failures": integer("Restarts after failures (spend maxFailures)."),
-                "preemptions": integer("Restarts after preemptions (free)."),
+                "preemptions": integer("Restarts after preemptions (spend maxPreemptions)."),
             },
         ),
         "nodePool": string("Node pool of the current attempt."),
@@ -109,6 +118,31 @@ def _status_schema() -> dict[str, Any]:
                 "time": time("When."),
             },
         ),
+        "noProgress": obj(
+            "Attempts since the last one that saved a newer complete checkpoint "
+            "(spec.maxAttemptsWithoutProgress).",
+            {
+                "attempts": integer("Attempts in a row that ended without progress."),
+                "preemptions": integer(
+                    "Of those, preemptions (the exponent of the preemption backoff)."
+                ),
+                "baselineStep": integer(
+                    "Step of the newest complete checkpoint when progress was last seen."
+                ),
+            },
+        ),
+        "finalEval": obj(
+            "How the eval worker ended after the trainer succeeded.",
+            {
+                "phase": string(
+                    "Evaluated: the final checkpoint was evaluated; Failed: the eval worker "
+                    "gave up on it; TimedOut: eval.finalTimeoutSeconds passed.",
+                    enum=["Evaluated", "Failed", "TimedOut"],
+                ),
+                "message": string("Detail."),
+                "time": time("When the eval worker was removed."),
+            },
+        ),
         "finalRotation": obj(
             "The rotation Job run after the job succeeded.",
             {
@@ -119,9 +153,41 @@ def _status_schema() -> dict[str, Any]:
         ),
         "startTime": time("When the first attempt started."),
         "completionTime": time("When the job succeeded or failed."),
-        c.STATUS_PROGRESS: free_object(
-            "Written by the trainer (rank 0) and the eval worker: attempt, step, tokens, "
-            "latestCheckpoint, rotation, lastEval, updated. Read by the operator."
+        "lastEvalFailure": obj(
+            "The newest checkpoint the eval worker gave up on (no attempts left).",
+            {
+                "step": integer("Checkpoint step."),
+                "message": string("The last attempt's error."),
+                "time": time("When the worker gave up."),
+            },
+        ),
+        "lastResume": obj(
+            "How the trainer of an attempt resumed, when it skipped unreadable checkpoints.",
+            {
+                "attempt": integer("The attempt."),
+                "step": integer("Step of the checkpoint it resumed from."),
+                "path": string("That checkpoint's folder."),
+                "skipped": array(
+                    "Newer checkpoints it could not read.",
+                    obj(
+                        "A skipped checkpoint.",
+                        {"path": string("Its folder."), "reason": string("Why.")},
+                    ),
+                ),
+            },
+        ),
+        c.STATUS_PROGRESS: obj(
+            "The operator's record of the pods' progress reports (the <job>-progress "
+            "ConfigMap; the pods cannot write the status). Written by the operator only.",
+            {
+                "attempt": integer("Attempt of the last accepted trainer report."),
+                "step": integer("Its step (never decreases within an attempt)."),
+                "updated": time("When the trainer sent it."),
+                "rejected": obj(
+                    "The reports ignored, by source; one ProgressRejected Event each.",
+                    {"trainer": rejection, "eval": rejection},
+                ),
+            },
         ),
     }
     return obj("Observed state, written by the operator.", properties)

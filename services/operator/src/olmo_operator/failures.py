@@ -7,6 +7,12 @@ Ready, a node tainted for termination (GKE spot/preemptible, AWS node-terminatio
 cluster autoscaler, Karpenter, out-of-service), or a Job failed by the ``DisruptionTarget`` rule
 of its pod failure policy.
 
+Self-inflicted ends come first, before any preemption signal: a container killed for exceeding
+its memory limit (``OOMKilled``) or a pod the kubelet evicted for exceeding its own limits
+(ephemeral storage, emptyDir size: ``EvictedOverLimit``) is the job's own doing, and restarting
+it for free would loop forever — on a spot node as anywhere else. Node-pressure evictions that
+do not blame the pod's own limits stay preemptions.
+
 Weak signals count only on the pod that failed first: the trainer's exit code 75 ("preempted,
 resumable") and a kill by signal on a spot node. When one rank crashes, the Job controller
 stops the other ranks with SIGTERM and they, too, exit 75 — later than the root cause, which is
@@ -16,6 +22,7 @@ why the order matters.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +92,13 @@ def classify_failure(
     """
     nodes = nodes or {}
 
+    # The pod's own limits first: they outrank every preemption signal (a kubelet over-limit
+    # eviction also carries DisruptionTarget/Evicted).
+    for pod in pods:
+        own = _over_own_limits(pod)
+        if own is not None:
+            return own
+
     # The Job's own verdict when its pod failure policy fired.
     for cond in _conditions(job):
         if cond.get("type") == "Failed" and cond.get("status") == "True":
@@ -139,6 +153,53 @@ def classify_failure(
 
 # --------------------------------------------------------------------------------------------
 # Pod and node inspection
+
+OVER_LIMIT = re.compile(r"\bexceed(?:s|ed)\b.*\blimit\b", re.IGNORECASE | re.DOTALL)
+"""A kubelet eviction message that blames the pod's own limits: "Container trainer exceeded its
+local ephemeral storage limit", "Pod ephemeral local storage usage exceeds the total limit of
+containers", "Usage of EmptyDir volume "x" exceeds the limit". Node-pressure evictions ("The
+node was low on resource: ...") do not match."""
+
+
+def _over_own_limits(pod: Mapping[str, Any]) -> Failure | None:
+    """``OOMKilled`` in any container (current or last state), or an eviction over the pod's own
+    limits (pod reason ``Evicted``, or ``DisruptionTarget`` by ``TerminationByKubelet``)."""
+    name = _name(pod)
+    status = pod.get("status") or {}
+    for cs in [
+        *(status.get("containerStatuses") or []),
+        *(status.get("initContainerStatuses") or []),
+    ]:
+        for state in (cs.get("state") or {}, cs.get("lastState") or {}):
+            terminated = state.get("terminated") or {}
+            if terminated.get("reason") == "OOMKilled":
+                code = terminated.get("exitCode")
+                return Failure(
+                    Cause.FAILURE,
+                    "OOMKilled",
+                    f"pod {name}: container {cs.get('name') or '?'} was OOMKilled "
+                    f"(exit {code}): it exceeded its memory limit",
+                    name,
+                )
+    messages = []
+    if status.get("reason") == "Evicted":
+        messages.append(status.get("message") or "")
+    for cond in status.get("conditions") or []:
+        if (
+            cond.get("type") == "DisruptionTarget"
+            and cond.get("status") == "True"
+            and cond.get("reason") == "TerminationByKubelet"
+        ):
+            messages.append(cond.get("message") or "")
+    for message in messages:
+        if OVER_LIMIT.search(message):
+            return Failure(
+                Cause.FAILURE,
+                "EvictedOverLimit",
+                f"pod {name}: evicted for exceeding its own limits: {message.strip()[-300:]}",
+                name,
+            )
+    return None
 
 
 def _strong_signal(

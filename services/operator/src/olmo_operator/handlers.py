@@ -43,7 +43,11 @@ from olmo_operator.lifecycle import (
     job_failed,
     next_action,
 )
-from olmo_operator.resources import attempt_name
+from olmo_operator.lifecycle.refused import permanent as permanent_refusal
+from olmo_operator.lifecycle.refused import refused_create_action
+from olmo_operator.policy import Policy, enforce
+from olmo_operator.resources import attempt_name, with_network_policy
+from olmo_operator.resources.network_policy import enabled_from_env
 from olmo_operator.spec import SpecError, parse_job
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,8 @@ class _State:
         self.api: kube.Kube | None = None
         self.timing = Timing()
         self.reconcile_seconds = 10.0
+        self.policy = Policy()
+        self.network_policy = False
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
         self.last_warning: dict[tuple[str, str], str] = {}
@@ -110,6 +116,8 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     STATE.api = kube.Kube()
     STATE.timing = Timing.from_env()
     STATE.reconcile_seconds = reconcile_seconds()
+    STATE.policy = Policy.from_env()
+    STATE.network_policy = enabled_from_env(os.environ)
     settings.persistence.finalizer = f"{c.GROUP}/operator"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -124,13 +132,21 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
         STATE.timing.backoff_base_seconds,
         STATE.timing.backoff_max_seconds,
     )
+    logger.info(
+        "olmo-operator: policy %s; per-job NetworkPolicies %s",
+        STATE.policy,
+        "on" if STATE.network_policy else "off",
+    )
 
 
 @kopf.on.create(c.GROUP, c.VERSION, c.PLURAL)
 @kopf.on.resume(c.GROUP, c.VERSION, c.PLURAL)
 @kopf.on.update(c.GROUP, c.VERSION, c.PLURAL, field="spec")
 def on_change(name: str, namespace: str, logger: logging.Logger, **_: Any) -> None:
-    reconcile(namespace, name, logger)
+    try:
+        reconcile(namespace, name, logger)
+    except StatusConflict as e:  # the periodic loop (reconcile_periodically) tries again
+        logger.info("reconcile: %s", e)
 
 
 @kopf.daemon(c.GROUP, c.VERSION, c.PLURAL, cancellation_timeout=1)
@@ -146,6 +162,8 @@ async def reconcile_periodically(
         wake.clear()
         try:
             await asyncio.to_thread(reconcile, namespace, name, logger)
+        except StatusConflict as e:  # normal when many write the object: no warning, no Event
+            logger.info("reconcile: %s", e)
         except kopf.TemporaryError as e:
             logger.warning("reconcile: %s", e)
         except Exception:
@@ -177,33 +195,78 @@ def probe(**_: Any) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+CONFLICT_RETRIES = 5
+"""How many times in a row a reconcile is redone at once when its status write finds the
+OLMoJob changed since it was read; then it is retried later (:class:`StatusConflict`)."""
+
+
+class StatusConflict(kopf.TemporaryError):
+    """The OLMoJob kept changing under the reconcile (kopf's own annotations, the pods'
+    reports, another operator): retried later, and not worth a warning."""
+
+
 def reconcile(namespace: str, name: str, logger: logging.Logger | None = None) -> Action | None:
-    """One reconcile of one OLMoJob; returns the applied action (None: the object is gone)."""
+    """One reconcile of one OLMoJob; returns the applied action (None: the object is gone).
+
+    Decisions are fenced: the status patch, applied first, carries the ``resourceVersion`` the
+    decision was made from, so a decision made from an outdated read (the object changed since:
+    another writer, or a second operator) is refused (409) before anything of it is applied
+    (no child created, no restart counted twice), and the reconcile is redone from a fresh read
+    at once, at most :data:`CONFLICT_RETRIES` times."""
     logger = logger or log
     api = STATE.api
     if api is None:
         raise kopf.TemporaryError("the Kubernetes client is not configured yet", delay=1)
-    obj: dict[str, Any] | None = None
     with STATE.lock(namespace, name), metrics.RECONCILE_SECONDS.time():
-        try:
-            obj = api.get_olmojob(namespace, name)
-            if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
-                return None
-            status = obj.get("status") or {}
-            children = api.list_children(namespace, name)
-            now = dt.datetime.now(dt.UTC)
+        for _ in range(CONFLICT_RETRIES):
             try:
-                job = parse_job(obj)
-            except SpecError as e:
-                action = invalid_spec_action(status, e, Observed(now=now, **_tuples(children)))
-            else:
-                nodes = _nodes_of_ended_attempt(api, name, status, children)
-                observed = Observed(now=now, nodes=nodes, **_tuples(children))
-                action = next_action(job, status, observed, STATE.timing)
+                return _reconcile_once(api, namespace, name, logger)
+            except kube.Conflict:
+                log.debug("%s/%s changed since it was read: deciding again", namespace, name)
+    raise StatusConflict(
+        f"{c.KIND} {namespace}/{name} changed during {CONFLICT_RETRIES} reconciles in a row",
+        delay=STATE.reconcile_seconds,
+    )
+
+
+def _reconcile_once(
+    api: kube.Kube, namespace: str, name: str, logger: logging.Logger
+) -> Action | None:
+    """Read, decide, apply. A create the API server refuses for good is decided on once more
+    (:func:`refused_create_action`: phase Failed) instead of being retried forever."""
+    obj: dict[str, Any] | None = None
+    try:
+        obj = api.get_olmojob(namespace, name)
+        if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
+            return None
+        status = obj.get("status") or {}
+        uid = (obj.get("metadata") or {}).get("uid")
+        children = api.list_children(namespace, name, owner_uid=uid)
+        now = dt.datetime.now(dt.UTC)
+        try:
+            job = parse_job(obj)
+        except SpecError as e:
+            action = invalid_spec_action(status, e, Observed(now=now, **_tuples(children)))
+        else:
+            nodes = _nodes_of_ended_attempt(api, name, status, children)
+            observed = Observed(now=now, nodes=nodes, **_tuples(children))
+            action = enforce(job, status, STATE.policy, observed) or next_action(
+                job, status, observed, STATE.timing
+            )
+            if STATE.network_policy:
+                action = with_network_policy(action, job)
+        try:
             _apply(api, obj, action, logger)
-        except kube.ApiError as e:
-            _warn_once(obj, namespace, name, str(e))
-            raise kopf.TemporaryError(str(e), delay=max(STATE.reconcile_seconds, 5)) from None
+        except _CreateRefused as refused:
+            action = refused_create_action(
+                job, refused.status, observed, refused.child, refused.error.detail, STATE.timing
+            )
+            _apply(api, refused.obj, action, logger)
+    except kube.Conflict:
+        raise
+    except kube.ApiError as e:
+        _warn_once(obj, namespace, name, str(e))
+        raise kopf.TemporaryError(str(e), delay=max(STATE.reconcile_seconds, 5)) from None
     phase = action.status.get("phase") or status.get("phase")
     metrics.PHASES.set(namespace, name, phase)
     return action
@@ -250,15 +313,44 @@ def _nodes_of_ended_attempt(
     return nodes
 
 
+class _CreateRefused(Exception):
+    """A create of ``child`` refused for good; ``obj``: the OLMoJob as the action left it."""
+
+    def __init__(self, obj: dict[str, Any], child: Mapping[str, Any], error: kube.ApiError):
+        super().__init__(str(error))
+        self.obj, self.child, self.error = obj, child, error
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.obj.get("status") or {}
+
+
+def _has_effect(action: Action) -> bool:
+    return bool(
+        action.status or action.create or action.delete or action.events or action.delete_job
+    )
+
+
 def _apply(api: kube.Kube, obj: dict[str, Any], action: Action, logger: logging.Logger) -> None:
+    """Apply ``action``, decided from ``obj``: the status patch first, with ``obj``'s
+    resourceVersion (an action without status changes still checks it, writing nothing), so
+    that :class:`kube.Conflict` stops an outdated decision before any of its effects."""
     meta = obj["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    if action.status:
-        api.patch_status(namespace, name, action.status)
+    current = obj
+    if _has_effect(action):
+        version = meta.get("resourceVersion")
+        current = api.patch_status(namespace, name, action.status, version) or obj
     for ref in action.delete:
         api.delete(namespace, ref)
     for child in action.create:
-        if api.create(namespace, child):
+        try:
+            created = api.create(namespace, child)
+        except kube.ApiError as e:
+            if not permanent_refusal(e.status, name_conflict=isinstance(e, kube.NameConflict)):
+                raise
+            raise _CreateRefused(current, child, e) from None
+        if created:
             logger.debug("created %s %s", child["kind"], child["metadata"]["name"])
     for event in action.events:
         kopf.event(obj, type=event.type, reason=event.reason, message=event.message)

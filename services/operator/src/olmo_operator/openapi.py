@@ -84,12 +84,79 @@ TOLERATION = obj(
     },
 )
 
-ENV_VAR = obj(
-    "An environment variable, as in a container spec.",
-    {
-        "name": string("Variable name.", minLength=1),
-        "value": string("Literal value."),
-        "valueFrom": free_object("Source of the value (secretKeyRef, configMapKeyRef, ...)."),
-    },
-    required=("name",),
-)
+
+def _key_ref(what: str) -> dict[str, Any]:
+    return obj(
+        f"A key of a {what} in the pod's namespace.",
+        {
+            "name": string(f"{what} name."),
+            "key": string("The key.", minLength=1),
+            "optional": {"type": "boolean", "description": f"Whether the {what} may be absent."},
+        },
+        required=("key",),
+    )
+
+
+ENV_SOURCES: dict[str, Any] = {
+    "secretKeyRef": _key_ref("Secret"),
+    "configMapKeyRef": _key_ref("ConfigMap"),
+    "fieldRef": obj(
+        "A field of the pod (metadata.name, status.podIP, ...).",
+        {
+            "apiVersion": string("Version of the schema the fieldPath is written in."),
+            "fieldPath": string("Path of the field.", minLength=1),
+        },
+        required=("fieldPath",),
+    ),
+    "resourceFieldRef": obj(
+        "A resource of a container (limits.cpu, requests.memory, ...).",
+        {
+            "containerName": string("Container name (default: this one)."),
+            "resource": string("The resource.", minLength=1),
+            "divisor": {**QUANTITY, "description": "Unit the value is given in (default 1)."},
+        },
+        required=("resource",),
+    ),
+}
+"""The sources of an env var's value, each with the keys Kubernetes requires."""
+
+ENV_VAR = {
+    **obj(
+        "An environment variable, as in a container spec: a literal value or valueFrom.",
+        {
+            "name": string("Variable name.", minLength=1),
+            "value": string("Literal value."),
+            "valueFrom": {
+                **obj("Source of the value: exactly one of its fields.", ENV_SOURCES),
+                "oneOf": [{"required": [key]} for key in ENV_SOURCES],
+            },
+        },
+        required=("name",),
+    ),
+    "not": {"required": ["value", "valueFrom"]},
+}
+
+
+def env_var_problem(var: Any) -> str | None:
+    """What is wrong with an env var item, as the schema above says it (for objects that did
+    not go through admission); None when nothing is."""
+    if not isinstance(var, dict):
+        return "must be an object"
+    if "value" in var and "valueFrom" in var:
+        return "value and valueFrom are exclusive"
+    source = var.get("valueFrom")
+    if source is None:
+        return None
+    if not isinstance(source, dict):
+        return "valueFrom must be an object"
+    given = [key for key in source if key in ENV_SOURCES]
+    if len(given) != 1 or len(source) != 1:
+        return f"valueFrom needs exactly one of {', '.join(ENV_SOURCES)}, got {sorted(source)}"
+    key = given[0]
+    ref = source[key]
+    if not isinstance(ref, dict):
+        return f"valueFrom.{key} must be an object"
+    for field in ENV_SOURCES[key].get("required", ()):
+        if not ref.get(field):
+            return f"valueFrom.{key}.{field} is required"
+    return None

@@ -1,10 +1,26 @@
-"""Mirror the pods' progress reports (``status.progress``) into the operator's status fields.
+"""Mirror the pods' progress reports into the operator's status fields.
 
-The trainer and the eval worker write only ``status.progress`` (field names in
-:mod:`olmo_operator.contract`); the operator copies step, tokens, the latest checkpoint and the
-last evaluation to the top-level status (where ``kubectl get olmojobs`` shows them) and turns each
-new checkpoint, evaluation and rotation into an Event. Comparing against the stored status makes
-this restart-safe: a restarted operator does not repeat Events.
+The trainer and the eval worker write only their data key of the ``<job>-progress`` ConfigMap
+(``contract.py``, "The progress contract"; their Role allows nothing on the OLMoJob). Each
+reconcile reads that ConfigMap, validates each document (:mod:`.progress_validation`) and
+copies what passed to the top-level status — step, tokens, latestCheckpoint, lastRotation,
+lastResume (trainer); lastEval, lastEvalFailure (eval worker) — turning each new checkpoint,
+rotation, skipped checkpoint, evaluation and given-up evaluation into an Event.
+
+Rules (``services/operator/README.md``, "Progress reports"):
+
+- a trainer report of an older attempt than ``status.attempt`` is stale and ignored quietly
+  (the pods of an ended attempt may still be writing); one of a newer attempt is rejected (the
+  operator records an attempt before its pods exist, so no honest pod can claim one);
+- within one attempt ``step`` never decreases;
+- a malformed report is ignored whole, with ONE ``ProgressRejected`` Warning Event naming the
+  field: ``status.progress.rejected.<source>`` records the rejection, and the same (field,
+  reason) is not announced again until a valid report from that source clears it;
+- nothing here raises: a report can never block the reconcile.
+
+``status.progress`` is the operator's own record (the accepted trainer report's attempt, step
+and time, and the rejections); comparing against the stored status makes all of this
+restart-safe: a restarted operator repeats no Event.
 """
 
 from __future__ import annotations
@@ -14,6 +30,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from olmo_operator import contract as c
+from olmo_operator.progress_validation import (
+    Rejected,
+    eval_report,
+    parse_document,
+    trainer_report,
+)
 
 
 @dataclass(frozen=True)
@@ -24,80 +46,212 @@ class Event:
     message: str
 
 
-def mirror_progress(status: Mapping[str, Any]) -> tuple[dict[str, Any], list[Event]]:
-    """The status fields to update from ``status.progress``, and the Events to post."""
-    progress = status.get(c.STATUS_PROGRESS) or {}
-    if not isinstance(progress, Mapping):
-        return {}, []
-    patch: dict[str, Any] = {}
-    events: list[Event] = []
+def reports_of(config_map: Mapping[str, Any] | None, job_uid: str | None) -> dict[str, Any]:
+    """The raw documents of the progress ConfigMap by source (absent keys: no report). A
+    ConfigMap controlled by another object (a deleted job of the same name) reports nothing."""
+    if not config_map:
+        return {}
+    owners = (config_map.get("metadata") or {}).get("ownerReferences") or []
+    controller = next((o for o in owners if isinstance(o, Mapping) and o.get("controller")), None)
+    if job_uid and controller is not None and controller.get("uid") != job_uid:
+        return {}
+    data = config_map.get("data") or {}
+    if not isinstance(data, Mapping):
+        return {}
+    return {source: data[source] for source in c.PROGRESS_SOURCES if source in data}
 
-    for key in (c.PROGRESS_STEP, c.PROGRESS_TOKENS):
-        value = progress.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value != status.get(key):
-            patch[key] = value
 
-    ckpt = _object(progress.get(c.PROGRESS_LATEST_CHECKPOINT))
-    if ckpt and _subset(ckpt, (c.CHECKPOINT_STEP, c.CHECKPOINT_PATH, c.CHECKPOINT_TIME)) != _subset(
-        status.get("latestCheckpoint") or {},
-        (c.CHECKPOINT_STEP, c.CHECKPOINT_PATH, c.CHECKPOINT_TIME),
-    ):
-        value = _subset(ckpt, (c.CHECKPOINT_STEP, c.CHECKPOINT_PATH, c.CHECKPOINT_TIME))
-        patch["latestCheckpoint"] = value
-        events.append(
-            Event(
+def mirror_progress(
+    status: Mapping[str, Any],
+    config_map: Mapping[str, Any] | None,
+    now: str,
+    job_uid: str | None = None,
+) -> tuple[dict[str, Any], list[Event]]:
+    """The status merge patch from the progress ConfigMap, and the Events to post. ``now`` (RFC
+    3339) stamps a new rejection."""
+    mirror = _Mirror(status, now)
+    reports = reports_of(config_map, job_uid)
+    for source, parse in ((c.PROGRESS_TRAINER, trainer_report), (c.PROGRESS_EVAL, eval_report)):
+        if source not in reports:
+            continue
+        try:
+            report = parse(parse_document(source, reports[source]))
+            if source == c.PROGRESS_TRAINER:
+                mirror.trainer(report)
+            else:
+                mirror.eval(report)
+        except Rejected as rejected:
+            mirror.reject(source, rejected)
+        else:
+            mirror.accepted(source)
+    return mirror.finish()
+
+
+class _Mirror:
+    """The changes of one mirror pass: top-level fields, the ``progress`` record, Events."""
+
+    def __init__(self, status: Mapping[str, Any], now: str):
+        self.status, self.now = status, now
+        old = status.get(c.STATUS_PROGRESS)
+        self.old_record: dict[str, Any] = dict(old) if isinstance(old, Mapping) else {}
+        self.record = dict(self.old_record)
+        rejected = self.old_record.get(c.PROGRESS_REJECTED)
+        self.rejected: dict[str, Any] = dict(rejected) if isinstance(rejected, Mapping) else {}
+        self.patch: dict[str, Any] = {}
+        self.events: list[Event] = []
+
+    # trainer ----------------------------------------------------------------------------------
+
+    def trainer(self, report: dict[str, Any]) -> None:
+        attempt = report[c.PROGRESS_ATTEMPT]
+        current = _int_or_none(self.status.get("attempt")) or 0
+        if attempt < current:
+            raise _Stale
+        if attempt > current:
+            raise Rejected(c.PROGRESS_ATTEMPT, "must not be newer than status.attempt", attempt)
+        step = report.get(c.PROGRESS_STEP)
+        last_step = _int_or_none(self.old_record.get(c.PROGRESS_STEP))
+        same_attempt = _int_or_none(self.old_record.get(c.PROGRESS_ATTEMPT)) == attempt
+        if same_attempt and last_step is not None and step is not None and step < last_step:
+            raise Rejected(
+                c.PROGRESS_STEP,
+                "must not decrease within an attempt",
+                f"{step} after {last_step} in attempt {attempt}",
+            )
+        if not same_attempt:  # a new attempt starts its own step sequence
+            self.record.pop(c.PROGRESS_STEP, None)
+        self.record[c.PROGRESS_ATTEMPT] = attempt
+        for key in (c.PROGRESS_STEP, c.PROGRESS_UPDATED):
+            if key in report:
+                self.record[key] = report[key]
+
+        for key in (c.PROGRESS_STEP, c.PROGRESS_TOKENS):
+            if key in report and report[key] != self.status.get(key):
+                self.patch[key] = report[key]
+        ckpt = report.get(c.PROGRESS_LATEST_CHECKPOINT)
+        if ckpt and ckpt != self.status.get("latestCheckpoint"):
+            self.patch["latestCheckpoint"] = ckpt
+            self._event(
                 "Normal",
                 "CheckpointSaved",
-                f"checkpoint at step {value.get(c.CHECKPOINT_STEP)}: {value.get(c.CHECKPOINT_PATH)}",
+                f"checkpoint at step {ckpt[c.CHECKPOINT_STEP]}: {ckpt[c.CHECKPOINT_PATH]}",
             )
-        )
-
-    evaluation = _object(progress.get(c.PROGRESS_LAST_EVAL))
-    fields = (c.EVAL_STEP, c.EVAL_HEADLINE, c.EVAL_TIME)
-    if evaluation and _subset(evaluation, fields) != _subset(status.get("lastEval") or {}, fields):
-        value = _subset(evaluation, fields)
-        headline = value.get(c.EVAL_HEADLINE)
-        if isinstance(headline, Mapping):
-            # The CRD types headline values as numbers; drop anything else rather than fail.
-            value[c.EVAL_HEADLINE] = {
-                str(k): v
-                for k, v in headline.items()
-                if isinstance(v, int | float) and not isinstance(v, bool)
-            }
-        patch["lastEval"] = value
-        scores = ", ".join(
-            f"{k} {v:.3f}" for k, v in sorted(value.get(c.EVAL_HEADLINE, {}).items())
-        )
-        events.append(
-            Event(
-                "Normal",
-                "Evaluated",
-                f"step {value.get(c.EVAL_STEP)} evaluated" + (f": {scores}" if scores else ""),
-            )
-        )
-
-    rotation = _object(progress.get(c.PROGRESS_ROTATION))
-    if rotation and rotation.get(c.ROTATION_TIME) != (status.get("lastRotation") or {}).get(
-        c.ROTATION_TIME
-    ):
-        deleted = [str(p) for p in rotation.get(c.ROTATION_DELETED) or []]
-        patch["lastRotation"] = {c.ROTATION_DELETED: deleted, c.ROTATION_TIME: rotation.get("time")}
-        if deleted:
-            names = ", ".join(p.rstrip("/").rsplit("/", 1)[-1] for p in deleted)
-            events.append(
-                Event(
+        rotation = report.get(c.PROGRESS_ROTATION)
+        if rotation and rotation[c.ROTATION_TIME] != _get(self.status, "lastRotation", "time"):
+            self.patch["lastRotation"] = rotation
+            deleted = rotation[c.ROTATION_DELETED]
+            if deleted:
+                names = ", ".join(p.rstrip("/").rsplit("/", 1)[-1] for p in deleted)
+                self._event(
                     "Normal",
                     "CheckpointsRotated",
                     f"trainer deleted {len(deleted)} checkpoint"
                     f"{'s' if len(deleted) != 1 else ''}: {names}",
                 )
+        resume = report.get(c.PROGRESS_RESUME)
+        if resume:
+            value = {c.PROGRESS_ATTEMPT: attempt, **resume}
+            if value != self.status.get("lastResume"):
+                self.patch["lastResume"] = value
+                if resume[c.RESUME_SKIPPED]:
+                    skipped = "; ".join(
+                        f"{s[c.SKIPPED_PATH]}: {s[c.SKIPPED_REASON]}"
+                        for s in resume[c.RESUME_SKIPPED]
+                    )
+                    self._event(
+                        "Warning",
+                        "CheckpointSkipped",
+                        f"attempt {attempt} resumed from step {resume[c.RESUME_STEP]} "
+                        f"({resume[c.RESUME_PATH]}), skipping unreadable newer checkpoints: "
+                        f"{skipped}",
+                    )
+
+    # eval worker ------------------------------------------------------------------------------
+
+    def eval(self, report: dict[str, Any]) -> None:
+        evaluation = report.get(c.PROGRESS_LAST_EVAL)
+        if evaluation and evaluation != self.status.get("lastEval"):
+            self.patch["lastEval"] = evaluation
+            scores = ", ".join(
+                f"{k} {v:.3f}" for k, v in sorted(evaluation[c.EVAL_HEADLINE].items())
             )
-    return patch, events
+            self._event(
+                "Normal",
+                "Evaluated",
+                f"step {evaluation[c.EVAL_STEP]} evaluated" + (f": {scores}" if scores else ""),
+            )
+        failure = report.get(c.PROGRESS_LAST_EVAL_FAILURE)
+        if failure and failure != self.status.get("lastEvalFailure"):
+            self.patch["lastEvalFailure"] = failure
+            self._event(
+                "Warning",
+                "EvaluationFailed",
+                f"gave up evaluating step {failure[c.EVAL_FAILURE_STEP]}: "
+                f"{failure[c.EVAL_FAILURE_MESSAGE]}",
+            )
+
+    # outcomes ---------------------------------------------------------------------------------
+
+    def accepted(self, source: str) -> None:
+        self.rejected.pop(source, None)
+
+    def reject(self, source: str, rejected: Rejected) -> None:
+        if isinstance(rejected, _Stale):
+            return
+        old = self.rejected.get(source)
+        if isinstance(old, Mapping) and (old.get("field"), old.get("reason")) == (
+            rejected.field,
+            rejected.reason,
+        ):
+            return  # announced already
+        message = f"{source} progress report ignored: {rejected}"
+        self.rejected[source] = {
+            "field": rejected.field,
+            "reason": rejected.reason,
+            "message": message[:1024],
+            "time": self.now,
+        }
+        self.events.append(Event("Warning", "ProgressRejected", message[:1024]))
+
+    def _event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+    def finish(self) -> tuple[dict[str, Any], list[Event]]:
+        if self.rejected:
+            self.record[c.PROGRESS_REJECTED] = self.rejected
+        else:
+            self.record.pop(c.PROGRESS_REJECTED, None)
+        record_patch = merge_patch(self.old_record, self.record)
+        if record_patch:
+            self.patch[c.STATUS_PROGRESS] = record_patch
+        return self.patch, self.events
 
 
-def _object(value: Any) -> dict[str, Any] | None:
-    return dict(value) if isinstance(value, Mapping) else None
+class _Stale(Rejected):
+    """A report of an older attempt: ignored without an Event."""
+
+    def __init__(self) -> None:
+        super().__init__(c.PROGRESS_ATTEMPT, "older than status.attempt")
 
 
-def _subset(value: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    return {k: value[k] for k in keys if value.get(k) is not None}
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch that turns ``old`` into ``new`` (None removes a key)."""
+    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            sub = merge_patch(before, value)
+            if sub:
+                patch[key] = sub
+        elif value != before:
+            patch[key] = value
+    return patch
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _get(status: Mapping[str, Any], key: str, field: str) -> Any:
+    value = status.get(key)
+    return value.get(field) if isinstance(value, Mapping) else None

@@ -21,12 +21,20 @@ from olmo_operator.typed_schema import Pattern, SpecError, parse, prop
 spec_type = dataclasses.dataclass(frozen=True, kw_only=True)
 """How every spec class is declared (keyword-only, so fields keep the schema's order)."""
 
-# A relative path inside a volume: no leading slash, no empty components, and (checked by the
-# operator, since Kubernetes regular expressions have no lookahead) no "." or "..".
+# A relative path inside a volume: no leading slash, no empty components, no "." or ".."
+# component. Kubernetes regular expressions have no lookahead, so a component is spelled out as
+# one that starts with a character other than ".", or "." and then another character, or ".."
+# and then at least one more.
+_PATH_PART = r"([A-Za-z0-9_-][A-Za-z0-9._-]*|\.[A-Za-z0-9_-][A-Za-z0-9._-]*|\.\.[A-Za-z0-9._-]+)"
 RELATIVE_PATH = Pattern(
-    r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$",
+    rf"^{_PATH_PART}(/{_PATH_PART})*$",
     must="be a relative path inside the volume",
     also=lambda path: not {".", ".."} & set(path.split("/")),
+)
+LABEL_VALUE = Pattern(
+    r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$",
+    must="be a valid label value (alphanumerics, '-', '_' or '.', starting and ending with an "
+    "alphanumeric)",
 )
 OVERRIDE = Pattern(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*=.*$", must="look like KEY=VALUE")
 
@@ -193,6 +201,13 @@ class Eval:
         "nodeSelector", "Node labels the eval worker pod requires (e.g. a large-memory CPU pool)."
     )
     tolerations: tuple[dict[str, Any], ...] = _tolerations("Tolerations of the eval worker pod.")
+    final_timeout_seconds: int = prop(
+        "finalTimeoutSeconds",
+        "After the trainer succeeded, remove the eval worker at the latest this long after "
+        "completionTime, evaluated or not (status.finalEval says which).",
+        minimum=0,
+        default=7200,
+    )
 
 
 @spec_type
@@ -280,6 +295,21 @@ class JobSpec:
         minimum=0,
         default=3,
     )
+    max_preemptions: int = prop(
+        "maxPreemptions",
+        "Restarts after preemptions (all node pools together) before the job is Failed "
+        "(TooManyPreemptions). Separate from nodePools[].maxPreemptions, which only moves the "
+        "job to the next pool.",
+        minimum=0,
+        default=100,
+    )
+    max_attempts_without_progress: int = prop(
+        "maxAttemptsWithoutProgress",
+        "Consecutive attempts (ended by a preemption or a failure) that saved no newer complete "
+        "checkpoint than the one they started from before the job is Failed (NoProgress).",
+        minimum=1,
+        default=10,
+    )
     checkpoint: Checkpoint = prop(
         "checkpoint",
         f"Checkpoints: a shared PersistentVolumeClaim mounted at {c.CHECKPOINTS_MOUNT} on every "
@@ -304,6 +334,8 @@ class JobSpec:
         f"Kueue LocalQueue: Jobs get the {c.KUEUE_QUEUE_LABEL} label and start suspended until "
         "Kueue admits them.",
         min_length=1,
+        max_length=63,
+        pattern=LABEL_VALUE,
     )
     priority_class_name: str | None = prop(
         "priorityClassName", "PriorityClass of the trainer and eval pods.", min_length=1
@@ -314,6 +346,14 @@ class JobSpec:
         f"last save fits (also passed as {c.ENV_GRACE}).",
         minimum=0,
         default=120,
+    )
+    startup_timeout_seconds: int = prop(
+        "startupTimeoutSeconds",
+        "An attempt whose pods wait this long to start (image pull errors, container config "
+        "errors, unschedulable) fails (counted against maxFailures). Kueue admission waits do "
+        "not count.",
+        minimum=1,
+        default=1800,
     )
     max_steps: int | None = prop("maxSteps", "Override the config's max_steps.", minimum=1)
     overrides: tuple[str, ...] = prop(
@@ -381,6 +421,10 @@ def parse_spec(raw: Mapping[str, Any], *, job_name: str) -> JobSpec:
     """Read ``spec``: the declared defaults and checks, then the rules across fields. Raises
     :class:`SpecError`."""
     spec: JobSpec = parse(JobSpec, raw, "spec")
+    for i, var in enumerate(spec.env):
+        problem = openapi.env_var_problem(var)
+        if problem:
+            raise SpecError(f"spec.env[{i}]: {problem}")
     # The run directory defaults to the job's name (a DNS label, so a valid relative path),
     # which no schema default can say.
     if spec.checkpoint.path is None:

@@ -1,9 +1,11 @@
 """After the run finished (Succeeded or Failed): tidy up, rotate once, honour the TTL.
 
-The last attempt's Service goes; the eval worker goes once the final checkpoint is evaluated (at
-once when the job failed, or when eval is off). After success one rotation Job applies the
-retention policy a last time — after the final checkpoint's evaluation when ``requireEvaluated``
-— and its summary (the container's termination message) becomes ``status.finalRotation`` and an
+The last attempt's Service goes. After success the eval worker ends within a bounded time: once
+the final checkpoint is evaluated, once the worker reported that it gave up on it
+(``lastEvalFailure``), or ``eval.finalTimeoutSeconds`` after ``completionTime``, whichever comes
+first — ``status.finalEval`` and an Event say which (it goes at once when the job failed, or
+when eval is off). One rotation Job then applies the retention policy a last time — after the
+eval worker ended when ``requireEvaluated``, evaluated or not — and its summary (the container's termination message) becomes ``status.finalRotation`` and an
 Event. ``ttlSecondsAfterFinished`` after ``completionTime``, and once no rotation is running,
 the OLMoJob itself is deleted (its children with it, through their owner references).
 """
@@ -26,8 +28,10 @@ def after_finish(plan: Plan, attempt: int) -> None:
     """Succeeded/Failed: tidy up, rotate once after success, honour the TTL."""
     spec, kids = plan.spec, plan.kids
     plan.remove(kids.attempt_services(attempt))
+    if plan.phase == c.SUCCEEDED and spec.eval.enabled:
+        _final_eval(plan)
     if kids.eval is not None and (
-        plan.phase == c.FAILED or not spec.eval.enabled or final_checkpoint_evaluated(plan)
+        plan.phase == c.FAILED or not spec.eval.enabled or plan.get("finalEval") is not None
     ):
         plan.remove([kids.eval])
     rotation_running = plan.phase == c.SUCCEEDED and _final_rotation(plan)
@@ -42,6 +46,46 @@ def final_checkpoint_evaluated(plan: Plan) -> bool:
     return last_eval.get("step") is not None and last_eval["step"] >= ckpt["step"]
 
 
+def _final_eval(plan: Plan) -> None:
+    """Decide once how the eval worker ends after success (``status.finalEval``): Evaluated,
+    Failed (the worker gave up on the final checkpoint) or TimedOut; until then it keeps
+    running."""
+    if plan.get("finalEval") is not None:
+        return
+    step = (plan.get("latestCheckpoint") or {}).get("step")
+    failed = plan.get("lastEvalFailure") or {}
+    finished = parse_time(plan.get("completionTime")) or plan.now
+    timeout = plan.spec.eval.final_timeout_seconds
+    if final_checkpoint_evaluated(plan):
+        phase, type_ = "Evaluated", "Normal"
+        message = (
+            f"final checkpoint (step {step}) evaluated"
+            if step is not None
+            else "no checkpoint to evaluate"
+        )
+    elif isinstance(failed.get("step"), int) and failed["step"] >= step:
+        phase, type_ = "Failed", "Warning"
+        detail = failed.get("message") or "no detail"
+        message = f"the eval worker gave up on the final checkpoint (step {step}): {detail}"
+    elif plan.now >= finished + dt.timedelta(seconds=timeout):
+        phase, type_ = "TimedOut", "Warning"
+        message = (
+            f"the final checkpoint (step {step}) was not evaluated within "
+            f"eval.finalTimeoutSeconds ({timeout}s) of completion"
+        )
+    else:
+        plan.message = f"waiting for the evaluation of the final checkpoint (step {step})"
+        return
+    plan.set(finalEval={"phase": phase, "message": message, "time": now_iso(plan.now)})
+    plan.event(type_, f"FinalEval{phase}", f"{message}: removing the eval worker")
+
+
+def final_eval_settled(plan: Plan) -> bool:
+    """Whether the final rotation may run: the eval worker ended (evaluated or not) or no
+    evaluation is required."""
+    return not requires_evaluated(plan.spec) or plan.get("finalEval") is not None
+
+
 def _final_rotation(plan: Plan) -> bool:
     """Start the rotation Job or read its result; True while it runs."""
     spec, kids = plan.spec, plan.kids
@@ -50,7 +94,7 @@ def _final_rotation(plan: Plan) -> bool:
     if done:
         return False
     if rj is None:
-        if not requires_evaluated(spec) or final_checkpoint_evaluated(plan):
+        if final_eval_settled(plan):
             plan.create.append(rotation_job(plan.job))
             plan.set(finalRotation={"phase": "Running"})
             plan.kind = ActionKind.ROTATE

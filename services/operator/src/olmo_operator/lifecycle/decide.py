@@ -1,8 +1,8 @@
 """The decision: from (job, status, observed children) to the next :class:`Action`.
 
 :func:`next_action` builds one :class:`~olmo_operator.lifecycle.plan.Plan`, mirrors the pods'
-progress into it, hands it to the policy that owns the current phase, and returns the plan's
-one Action. Which policy that is::
+validated progress reports (the ``<job>-progress`` ConfigMap) into it, hands it to the policy
+that owns the current phase, and returns the plan's one Action. Which policy that is::
 
     Succeeded / Failed                 after_finish   (final rotation, TTL)
     spec.suspend                       suspend
@@ -37,7 +37,9 @@ def next_action(
     """Decide what to do next for ``job`` (parsed spec + identity) given its current ``status``
     and its ``observed`` children."""
     plan = Plan(job, status or {}, observed, timing or Timing())
-    progress_patch, progress_events = mirror_progress(plan.old)
+    progress_patch, progress_events = mirror_progress(
+        plan.old, plan.kids.progress, now_iso(plan.now), job.uid
+    )
     plan.patch.update(progress_patch)
     plan.events.extend(progress_events)
     if job.generation is not None:
@@ -48,7 +50,15 @@ def next_action(
 
 def invalid_spec_action(status: Mapping[str, Any], error: SpecError, observed: Observed) -> Action:
     """An OLMoJob that cannot run: phase Failed with the reason; its running children go."""
-    message = f"invalid spec: {error}"
+    return fail_for_good_action(status, f"invalid spec: {error}", "InvalidSpec", observed)
+
+
+def fail_for_good_action(
+    status: Mapping[str, Any], message: str, reason: str, observed: Observed
+) -> Action:
+    """Phase Failed with ``message`` (a Warning Event ``reason`` when it is new) and the running
+    trainer, data-prep and eval children deleted; nothing else once that is done. For a job that
+    must not run at all (an invalid spec, a policy violation), whatever its phase."""
     deletes: list[ObjectRef] = []
     objs = [
         *with_kind(observed.jobs, "batch/v1", "Job"),
@@ -68,7 +78,7 @@ def invalid_spec_action(status: Mapping[str, Any], error: SpecError, observed: O
         patch["completionTime"] = now_iso(observed.now)
     events = ()
     if status.get("message") != message:
-        events = (Event("Warning", "InvalidSpec", message),)
+        events = (Event("Warning", reason, message),)
     return Action(ActionKind.FAIL, message, patch, delete=tuple(deletes), events=events)
 
 

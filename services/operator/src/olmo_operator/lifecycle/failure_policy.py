@@ -1,11 +1,17 @@
 """Failure policy: what an ended attempt costs, and what comes next.
 
 :func:`olmo_operator.failures.classify_failure` says why the attempt ended; this module decides
-what that means. A preemption is free (``restarts.preemptions`` + 1, restart at once) and, after
-``maxPreemptions`` on a preemptible pool that is not the last, moves the next attempt to the
-next node pool. A failure spends the budget (``restarts.failures`` + 1, exponential backoff);
-more than ``maxFailures`` fails the OLMoJob, keeping the last attempt's Job and pods for their
-logs. A failure with no preemption signal yet is counted only after the settle window
+what that means. A preemption does not spend ``maxFailures`` (``restarts.preemptions`` + 1): the
+first since the last progress restarts at once, further ones in a row back off
+(:meth:`Timing.preemption_backoff`); after ``nodePools[].maxPreemptions`` on a preemptible pool
+that is not the last, the next attempt moves to the next node pool; more than the job's
+``maxPreemptions`` fails the OLMoJob (``TooManyPreemptions``). A failure spends the budget
+(``restarts.failures`` + 1, exponential backoff); more than ``maxFailures`` fails the OLMoJob
+(``TooManyFailures``). Whatever the cause, an attempt that saved no newer complete checkpoint
+than the one known when the previous attempt ended counts toward ``maxAttemptsWithoutProgress``
+(``status.noProgress``); that many in a row fail the OLMoJob (``NoProgress``), so that no mix of
+preemptions and failures can loop forever. A failed OLMoJob keeps the last attempt's Job and
+pods for their logs. A failure with no preemption signal yet is counted only after the settle window
 (``Timing.failure_settle_seconds``), so that a reclaimed spot node's signals can still arrive.
 Either way the whole gang goes (a torch distributed job cannot lose a rank) and the next attempt
 resumes from the latest complete checkpoint.
@@ -44,11 +50,36 @@ def end_attempt(
     failures, preemptions = int(restarts.get("failures", 0)), int(restarts.get("preemptions", 0))
     pool_index = int(plan.get("nodePoolIndex", 0))
     pool_preemptions = int(plan.get("nodePoolPreemptions", 0))
+    progress = _progress_after(plan)
+    preempted = failure.cause is Cause.PREEMPTION
 
-    if failure.cause is Cause.PREEMPTION:
+    if preempted:
         preemptions += 1
+    else:
+        failures += 1
+    counts = {"failures": failures, "preemptions": preemptions}
+    budget = (
+        f"failures {failures}/{spec.max_failures}; preemptions {preemptions}/"
+        f"{spec.max_preemptions}; attempts without progress {progress['attempts']}/"
+        f"{spec.max_attempts_without_progress}"
+    )
+    verdict = _over_budget(plan, counts, progress)
+    if verdict is not None:
+        reason, why = verdict
+        plan.set(restarts=counts, noProgress=progress, failureSeenAt=None)
+        plan.event(
+            "Warning",
+            "Preempted" if preempted else "AttemptFailed",
+            f"attempt {attempt}: {failure.message} ({budget})",
+        )
+        plan.event("Warning", reason, f"{why}: the OLMoJob fails")
+        plan.remove(plan.kids.attempt_services(attempt))
+        fail(plan, f"attempt {attempt} ended: {failure.message}; {why}", reason=reason)
+        return
+
+    if preempted:
         pool_preemptions += 1
-        delay = 0.0
+        delay = plan.timing.preemption_backoff(progress["preemptions"])
         pool = spec.node_pool(pool_index)
         if (
             pool is not None
@@ -65,39 +96,22 @@ def end_attempt(
             )
             pool_index, pool_preemptions = pool_index + 1, 0
             plan.set(nodePool=nxt.name)
-        budget = f"preemption {preemptions}; failures {failures}/{spec.max_failures}"
     else:
-        failures += 1
-        if failures > spec.max_failures:
-            plan.set(restarts={"failures": failures, "preemptions": preemptions})
-            plan.event(
-                "Warning",
-                "AttemptFailed",
-                f"attempt {attempt}: {failure.message} "
-                f"(failure {failures}, more than maxFailures {spec.max_failures})",
-            )
-            plan.remove(plan.kids.attempt_services(attempt))
-            fail(
-                plan,
-                f"attempt {attempt} failed: {failure.message}; "
-                f"{failures} failures exceed maxFailures {spec.max_failures}",
-            )
-            return
         delay = plan.timing.backoff(failures)
-        budget = f"failure {failures}/{spec.max_failures}; preemptions {preemptions}"
 
     nxt_attempt = attempt + 1
     when = "now" if delay <= 0 else f"in {delay:g}s"
     plan.event(
         "Warning",
-        "Preempted" if failure.cause is Cause.PREEMPTION else "AttemptFailed",
+        "Preempted" if preempted else "AttemptFailed",
         f"attempt {attempt}: {failure.message}; restarting from the latest checkpoint as "
         f"attempt {nxt_attempt} {when} ({budget})",
     )
     restart_at = plan.now + dt.timedelta(seconds=delay)
     plan.set(
         attempt=nxt_attempt,
-        restarts={"failures": failures, "preemptions": preemptions},
+        restarts=counts,
+        noProgress=progress,
         nodePoolIndex=pool_index,
         nodePoolPreemptions=pool_preemptions,
         restartAt=now_iso(restart_at),
@@ -124,6 +138,56 @@ def end_attempt(
     plan.kind = ActionKind.RESTART
 
 
+def _progress_after(plan: Plan) -> dict[str, Any]:
+    """``status.noProgress`` once the attempt that just ended is counted.
+
+    The baseline is the newest complete checkpoint known when the previous attempt ended
+    (``baselineStep``; absent: none yet). An attempt that ends with a newer one (mirrored
+    ``latestCheckpoint``) made progress: both counts restart from 0 and its checkpoint becomes
+    the next baseline. Otherwise ``attempts`` + 1, and ``preemptions`` + 1 when it was
+    preempted (the exponent of the preemption backoff). Everything lives in the status, so a
+    restarted operator counts the same."""
+    old = dict(plan.old.get("noProgress") or {})
+    baseline = old.get("baselineStep")
+    step = (plan.get("latestCheckpoint") or {}).get("step")
+    if isinstance(step, int) and (baseline is None or step > baseline):
+        return {"attempts": 0, "preemptions": 0, "baselineStep": step}
+    preempted = plan.failure is not None and plan.failure.cause is Cause.PREEMPTION
+    out: dict[str, Any] = {
+        "attempts": int(old.get("attempts", 0)) + 1,
+        "preemptions": int(old.get("preemptions", 0)) + (1 if preempted else 0),
+    }
+    if baseline is not None:
+        out["baselineStep"] = baseline
+    return out
+
+
+def _over_budget(
+    plan: Plan, counts: Mapping[str, int], progress: Mapping[str, Any]
+) -> tuple[str, str] | None:
+    """The condition reason and message when a budget is spent, else None."""
+    spec = plan.spec
+    if counts["failures"] > spec.max_failures:
+        return (
+            "TooManyFailures",
+            f"{counts['failures']} failures exceed maxFailures {spec.max_failures}",
+        )
+    if counts["preemptions"] > spec.max_preemptions:
+        return (
+            "TooManyPreemptions",
+            f"{counts['preemptions']} preemptions exceed maxPreemptions {spec.max_preemptions}",
+        )
+    if progress["attempts"] >= spec.max_attempts_without_progress:
+        since = progress.get("baselineStep")
+        where = f"step {since}" if since is not None else "the start (no checkpoint yet)"
+        return (
+            "NoProgress",
+            f"{progress['attempts']} attempts in a row saved no complete checkpoint newer than "
+            f"{where} (maxAttemptsWithoutProgress {spec.max_attempts_without_progress})",
+        )
+    return None
+
+
 def _settling(plan: Plan, attempt: int, failure: Failure) -> bool:
     """Whether a failure of ``attempt`` is still inside its settle window (``Timing``): then
     nothing is counted yet and the attempt is left as it is."""
@@ -144,12 +208,16 @@ def _settling(plan: Plan, attempt: int, failure: Failure) -> bool:
     return True
 
 
-def fail(plan: Plan, message: str) -> None:
-    """Phase Failed (final): the eval worker goes; Jobs and pods stay for their logs."""
+def fail(plan: Plan, message: str, *, reason: str = "Failed") -> None:
+    """Phase Failed (final): the eval worker goes; Jobs and pods stay for their logs.
+
+    ``reason`` (CamelCase: ``TooManyFailures``, ``TooManyPreemptions``, ``NoProgress``, ...) is
+    the ``Running`` and ``Failed`` conditions' reason, so tools can tell why without parsing the
+    message."""
     plan.to_phase(c.FAILED, message)
     plan.set(completionTime=now_iso(plan.now), restartAt=None)
-    plan.condition("Running", False, "Failed", message)
-    plan.condition("Failed", True, "Failed", message)
+    plan.condition("Running", False, reason, message)
+    plan.condition("Failed", True, reason, message)
     if plan.kids.eval is not None:
         plan.remove([plan.kids.eval])
     plan.kind = ActionKind.FAIL

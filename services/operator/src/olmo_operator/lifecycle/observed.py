@@ -16,6 +16,7 @@ from typing import Any
 from olmo_operator import contract as c
 from olmo_operator.lifecycle.action import ObjectRef
 from olmo_operator.resources.names import attempt_name, dataprep_name, eval_name, rotation_name
+from olmo_operator.resources.progress_channel import progress_config_map_name
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ class Children:
     rotation: Mapping[str, Any] | None
     rotation_pods: list[Mapping[str, Any]]
     eval: Mapping[str, Any] | None
+    progress: Mapping[str, Any] | None = None
+    """The ``<job>-progress`` ConfigMap the pods report into (no attempt: restarts keep it)."""
 
     @classmethod
     def of(cls, name: str, observed: Observed) -> Children:
@@ -166,6 +169,7 @@ class Children:
             rotation=named(mine(jobs, c.ROTATION), rotation_name(name)),
             rotation_pods=mine(pods, c.ROTATION),
             eval=named(mine(deployments, c.EVALWORKER), eval_name(name)),
+            progress=named(mine(config_maps, c.TRAINER), progress_config_map_name(name)),
         )
 
     def trainer_job(self, attempt: int) -> Mapping[str, Any] | None:

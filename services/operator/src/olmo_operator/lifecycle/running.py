@@ -2,8 +2,9 @@
 
 The attempt's Job decides: suspended means Kueue has not admitted it (or took it back) and
 nothing counts (phase Pending); complete, or every index succeeded, ends the run (phase
-Succeeded); failed, or any pod failed, goes to the failure policy. While it runs, the eval
-worker is kept present.
+Succeeded); failed, or any pod failed, goes to the failure policy; pods stuck before starting
+(image pulls, container config, scheduling) fail it after ``startupTimeoutSeconds``
+(:mod:`.stalled`). While it runs, the eval worker is kept present.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from olmo_operator.lifecycle.action import ActionKind
 from olmo_operator.lifecycle.failure_policy import end_attempt
 from olmo_operator.lifecycle.observed import deleting, job_failed, job_succeeded, job_suspended
 from olmo_operator.lifecycle.plan import Plan, now_iso
+from olmo_operator.lifecycle.stalled import check_startup, is_waiting_message
 from olmo_operator.lifecycle.startup import start
 from olmo_operator.resources import eval_deployment
 
@@ -39,7 +41,9 @@ def watch_attempt(plan: Plan, attempt: int) -> None:
     if job_failed(current) or failed_pods(pods):
         end_attempt(plan, attempt, current, pods)
         return
-    if plan.phase != c.RUNNING:
+    if check_startup(plan, attempt, current, pods):
+        return
+    if plan.phase != c.RUNNING or is_waiting_message(plan.get("message", ""), attempt):
         where = f" on node pool {plan.get('nodePool')}" if plan.spec.node_pools else ""
         plan.to_phase(c.RUNNING, f"attempt {attempt}{where}: {plan.spec.nodes} node(s)")
     if plan.spec.eval.enabled and plan.kids.eval is None:

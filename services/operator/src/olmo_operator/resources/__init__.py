@@ -2,12 +2,14 @@
 
 Per attempt (:mod:`.attempt`): a headless Service and an Indexed Job named ``<job>-a<attempt>``
 (:mod:`.trainer`), plus the attempt's config ConfigMap when the model config is inline. Per job:
-the ServiceAccount/Role/RoleBinding that lets the pods report progress (:mod:`.rbac`), the eval
+the ConfigMap the pods report progress into (:mod:`.progress_channel`) and the
+ServiceAccount/Role/RoleBinding that lets them write it, and only it (:mod:`.rbac`), the eval
 worker Deployment (:mod:`.eval_worker`), the data-prep Indexed Job (:mod:`.dataprep`) and the
 final rotation Job (:mod:`.rotation`). Every pod comes from one template (:mod:`.pod`); names
 (:mod:`.names`) are deterministic, so creating them again after an operator restart is a
 harmless 409; labels and ownership are in :mod:`.metadata`, the containers' shell entrypoints
-in :mod:`.entrypoints`. This module re-exports what the rest of the operator and the tests use.
+in :mod:`.entrypoints`. With ``OLMO_OPERATOR_NETWORK_POLICY`` the trainer pods also get a
+NetworkPolicy admitting only the same job's trainer pods (:mod:`.network_policy`). This module re-exports what the rest of the operator and the tests use.
 """
 
 from olmo_operator.resources.attempt import desired_objects
@@ -24,6 +26,11 @@ from olmo_operator.resources.names import (
     progress_account_name,
     rotation_name,
 )
+from olmo_operator.resources.network_policy import (
+    network_policy,
+    network_policy_name,
+    with_network_policy,
+)
 from olmo_operator.resources.pod import (
     HOME_SIZE_LIMIT,
     HOME_VOLUME,
@@ -32,6 +39,10 @@ from olmo_operator.resources.pod import (
     TMP_SIZE_LIMIT,
     TMP_VOLUME,
     quantities,
+)
+from olmo_operator.resources.progress_channel import (
+    progress_config_map,
+    progress_config_map_name,
 )
 from olmo_operator.resources.rbac import progress_rbac
 from olmo_operator.resources.rotation import rotation_job
@@ -72,8 +83,12 @@ __all__ = [
     "headless_service",
     "labels",
     "master_address",
+    "network_policy",
+    "network_policy_name",
     "owner_references",
     "progress_account_name",
+    "progress_config_map",
+    "progress_config_map_name",
     "progress_rbac",
     "quantities",
     "rotation_job",
@@ -84,4 +99,5 @@ __all__ = [
     "trainer_config_path",
     "trainer_job",
     "trainer_overrides_for",
+    "with_network_policy",
 ]

@@ -1,5 +1,10 @@
 """The identity of the pods that report progress: a ServiceAccount whose Role may only get and
-patch this OLMoJob's status (the trainer's and the eval worker's progress reports)."""
+patch the job's progress ConfigMap (:mod:`.progress_channel`), and nothing on the OLMoJob.
+
+Kubernetes RBAC cannot limit a patch of ``olmojobs/status`` to one field: a pod allowed to
+report progress there could rewrite ``status.restarts`` or ``status.phase`` (reset its failure
+count, declare itself Succeeded). So the pods write a ConfigMap the operator owns and
+validates, and only the operator writes the status."""
 
 from __future__ import annotations
 
@@ -8,11 +13,12 @@ from typing import Any
 from olmo_operator import contract as c
 from olmo_operator.resources.metadata import metadata
 from olmo_operator.resources.names import progress_account_name
+from olmo_operator.resources.progress_channel import progress_config_map_name
 from olmo_operator.spec import OLMoJob
 
 
 def progress_rbac(job: OLMoJob) -> list[dict[str, Any]]:
-    """ServiceAccount + Role (get/patch this OLMoJob's status only) + RoleBinding."""
+    """ServiceAccount + Role (get/patch of ``<job>-progress`` only) + RoleBinding."""
     name = progress_account_name(job.name)
     return [
         {
@@ -26,9 +32,9 @@ def progress_rbac(job: OLMoJob) -> list[dict[str, Any]]:
             "metadata": metadata(job, name, c.TRAINER),
             "rules": [
                 {
-                    "apiGroups": [c.GROUP],
-                    "resources": [f"{c.PLURAL}/status"],
-                    "resourceNames": [job.name],
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": [progress_config_map_name(job.name)],
                     "verbs": ["get", "patch"],
                 }
             ],
