@@ -18,6 +18,10 @@ Phases::
      (Kueue suspended)        Failed        Running ─▶ Succeeded (─▶ rotation Job, TTL)
     any ─(spec.suspend)─▶ Suspended ─(suspend false)─▶ next attempt
 
+Failed also when another budget is spent (``maxPreemptions``, ``maxAttemptsWithoutProgress``:
+:mod:`.failure_policy`), and at once for a child the API server refuses for good
+(:mod:`.refused`) or an invalid spec / policy violation.
+
 One module per policy, each with its test (``tests/operator/test_core_lifecycle_<module>.py``):
 :mod:`.observed` (what the operator sees of its children), :mod:`.plan` (the changes of one
 reconcile, collected and turned into one Action), :mod:`.decide` (which policy owns the current

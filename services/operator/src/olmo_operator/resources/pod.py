@@ -52,7 +52,7 @@ def env(name: str, value: Any) -> dict[str, Any]:
 
 def job_env(job: OLMoJob, attempt: int | None) -> list[dict[str, Any]]:
     """Who the pod works for: the OLMoJob's name and namespace (and attempt), so that it can
-    report progress to the OLMoJob's status."""
+    report progress into the job's progress ConfigMap (``resources/progress_channel.py``)."""
     out = [env(c.ENV_JOB_NAME, job.name), env(c.ENV_JOB_NAMESPACE, job.namespace)]
     if attempt is not None:
         out.append(env(c.ENV_ATTEMPT, attempt))
