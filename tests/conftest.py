@@ -28,21 +28,34 @@ def top_level_modules_after_import(*modules: str) -> set[str]:
     return set(out.stdout.split())
 
 
-class _StatusServer:
-    """A tiny HTTP server standing in for the API server: records every request."""
+class StatusServer:
+    """A tiny HTTP server standing in for the API server: records every request. With ``valid``
+    set it accepts only ``Bearer <valid>`` (401 otherwise, like an API server after a projected
+    token expired); ``seen`` lists (Authorization, status code) of every request."""
 
-    def __init__(self) -> None:
+    def __init__(self, valid: str | None = None) -> None:
         import http.server
         import json
         import threading
 
         self.requests: list[dict] = []
         self.fail_next = 0
+        self.valid = valid
+        self.seen: list[tuple[str | None, int]] = []
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_PATCH(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                auth = self.headers.get("Authorization")
+                if server.valid is not None and auth != f"Bearer {server.valid}":
+                    server.seen.append((auth, 401))
+                    self.send_response(401)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"{}")
+                    return
+                server.seen.append((auth, 200))
                 if server.fail_next:
                     server.fail_next -= 1
                     self.send_response(500)
@@ -82,6 +95,6 @@ class _StatusServer:
 @pytest.fixture
 def status_server():
     """An HTTP server recording the progress ConfigMap patches sent by ``olmo.progress``."""
-    server = _StatusServer()
+    server = StatusServer()
     yield server
     server.close()

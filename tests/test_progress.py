@@ -4,15 +4,14 @@ up."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
-import threading
 import time
 
 import pytest
 
 from olmo.progress import ProgressReporter, deep_merge
+from tests.conftest import StatusServer
 
 
 def _reporter(server, **kwargs) -> ProgressReporter:
@@ -129,41 +128,9 @@ def test_deep_merge(base, update, merged):
 # The projected ServiceAccount token is rotated by the kubelet
 
 
-class _TokenServer:
-    """Accepts a PATCH only with ``Bearer <self.valid>`` (401 otherwise), like an API server
-    after the old projected token expired."""
-
-    def __init__(self, valid: str):
-        self.valid = valid
-        self.seen: list[tuple[str | None, int]] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_PATCH(self):
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                auth = self.headers.get("Authorization")
-                code = 200 if auth == f"Bearer {server.valid}" else 401
-                server.seen.append((auth, code))
-                self.send_response(code)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def token_server():
-    server = _TokenServer("token-A")
+    server = StatusServer(valid="token-A")
     yield server
     server.close()
 
