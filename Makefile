@@ -14,7 +14,7 @@ CI_LOCKS := locks/build.txt locks/torch-deps.txt locks/torch-cpu.txt locks/ci.tx
 LOCK_TOOL := .cache/lock-tool
 UV := $(LOCK_TOOL)/bin/uv
 
-.PHONY: help train-local setup lock lock-check lock-torch test pytest lint format bench bench-model bench-train bench-data bench-dataprep bench-eval bench-operator \
+.PHONY: help train-local setup lock lock-check lock-torch test pytest lint format bench bench-model bench-train bench-data bench-data-order bench-dataprep bench-eval bench-operator \
 	corpus tokenizer dataprep clean
 
 help:
@@ -29,6 +29,7 @@ help:
 	@echo "make bench        run every benchmark (numbers as ratios against a reference)"
 	@echo "make bench-model  our model vs HF OlmoForCausalLM, forward+backward tokens/s on CPU"
 	@echo "make bench-train  a full ZeRO-3 trainer step vs a bare fwd+bwd+AdamW step; data loader"
+	@echo "make bench-data-order  data order + manifest at 3T tokens / 100k shards: memory, time to first batch"
 	@echo "make bench-dataprep  the data-prep pipeline vs raw tokenizers encode_batch, tokens/s"
 	@echo "make bench-eval   eval engine (batched, shared rows) vs one-at-a-time scoring, continuations/s"
 	@echo "make bench-operator  kopf operator latencies (CR→Job, preemption→next attempt, 100 CRs) vs goals"
@@ -116,6 +117,9 @@ bench-train: setup bench-data
 
 bench-data: setup
 	$(BIN)/python benchmarks/bench_data.py
+
+bench-data-order: setup
+	$(BIN)/python benchmarks/bench_data_order.py --measure-shuffle 100000000
 
 bench-dataprep: setup corpus tokenizer
 	$(BIN)/python benchmarks/bench_dataprep.py --corpus $(CORPUS) --tokenizer olmo

@@ -49,6 +49,34 @@ def _data(r: dict) -> list[Row]:
     return [Row("data loader", "global-order batches ÷ contiguous memmap reads", r["ratio"], "≥ 1.0", r["ratio"] >= 1.0)]  # fmt: skip
 
 
+def _data_order(r: dict) -> list[Row]:
+    rows = []
+    for key, label in (
+        ("large", "3T tokens"),
+        ("many_shards", f"{r['many_shards']['shards']:,} shards"),
+    ):
+        x = r[key]
+        rows.append(
+            Row(
+                "data order",
+                f"{label}: peak RSS per rank ÷ 256 MB goal",
+                x["rss_ratio"],
+                "≤ 1",
+                x["rss_ratio"] <= 1,
+            )
+        )
+        rows.append(
+            Row(
+                "data order",
+                f"{label}: time to first batch ÷ 5 s goal",
+                x["time_ratio"],
+                "≤ 1",
+                x["time_ratio"] <= 1,
+            )
+        )
+    return rows  # fmt: skip
+
+
 def _dataprep(r: dict) -> list[Row]:
     return [Row("data-prep", "pipeline tokens/s ÷ encode_batch tokens/s", r["ratio"], "≥ 0.7", r["ratio"] >= 0.7)]  # fmt: skip
 
@@ -74,6 +102,12 @@ BENCHMARKS = {
     "model": ("bench_model.py", [], ["--rounds", "1", "--steps", "1"], _model),
     "train": ("bench_train.py", [], ["--presets", "tiny", "--rounds", "1"], _train),
     "data": ("bench_data.py", [], ["--tokens", "300000", "--rounds", "1"], _data),
+    "data_order": (
+        "bench_data_order.py",
+        [],
+        ["--tokens", "1e10", "--shards", "2000"],
+        _data_order,
+    ),
     "dataprep": (
         "bench_dataprep.py",
         ["--corpus", "data/corpus", "--tokenizer", "olmo"],

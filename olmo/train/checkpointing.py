@@ -50,6 +50,9 @@ class TrainerState:
     """Global position in the data order (across epochs), independent of world size."""
     world_size: int = 1
     data_manifest_sha256: list[str | None] = field(default_factory=list)
+    data_order: str | None = None
+    """The data order's kind (``olmo.data.order``); None in checkpoints made before it was
+    recorded, which were all trained in ``pcg64-shuffle``."""
     config: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     git_commit: str | None = None

@@ -21,6 +21,7 @@ from olmo.config import (
     load_yaml,
     validate,
 )
+from olmo.data.order import OrderKind
 from olmo.model.config import ModelConfig
 
 __all__ = [
@@ -95,6 +96,11 @@ class DataConfig(StrictConfig):
     """Token-shard folders (with manifest.json) or individual .npy shards."""
     dtype: Literal["auto", "uint16", "uint32"] = "auto"
     """Token dtype; 'auto' reads it from the manifest (shards without one need it set)."""
+    order: OrderKind | None = None
+    """The global data order (``olmo.data.order``): ``feistel`` (computed per position, no
+    per-instance memory) or ``pcg64-shuffle`` (a whole permutation per epoch, the order of runs
+    made before ``feistel``). Unset: ``feistel`` for a new run, and a resumed run keeps the order
+    its checkpoint records. The trainer writes the order it used into the run's config.yaml."""
 
 
 class CheckpointConfig(StrictConfig):

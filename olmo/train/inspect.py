@@ -8,7 +8,7 @@ from pathlib import Path
 from olmo.checkpoints.paths import CONFIG_FILE
 from olmo.config import load_yaml, validate
 from olmo.data.dataset import InstanceDataset
-from olmo.data.order import GlobalOrder
+from olmo.data.order import LEGACY_ORDER, GlobalOrder
 from olmo.data.shards import open_shards
 from olmo.train.config import TrainConfig
 from olmo.train.schedule import batch_size_at, instances_before
@@ -25,7 +25,8 @@ def batch_documents(run_dir: Path, step: int) -> list[dict]:
         raise ValueError(f"--step is 1-based (the step numbers in metrics.jsonl), got {step}")
     seq_len = config.model.max_sequence_length
     dataset = InstanceDataset(open_shards(config.data.paths, dtype=config.data.dtype), seq_len)
-    order = GlobalOrder(len(dataset), config.seed)
+    # The trainer writes the order it used; a config.yaml without one predates the choice.
+    order = GlobalOrder(len(dataset), config.seed, kind=config.data.order or LEGACY_ORDER)
     start = instances_before(step - 1, config.batch, seq_len)
     size = batch_size_at(start * seq_len, config.batch)
     rows = []

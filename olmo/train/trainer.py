@@ -13,7 +13,7 @@ from pathlib import Path
 from olmo.checkpoints.paths import CONFIG_FILE
 from olmo.config import dump_yaml
 from olmo.data.dataset import InstanceDataset
-from olmo.data.order import GlobalOrder
+from olmo.data.order import GlobalOrder, resolve_order
 from olmo.data.shards import open_shards
 from olmo.train import loop
 from olmo.train.callbacks import Callbacks
@@ -43,7 +43,7 @@ class Trainer:
         self.config, self.run_dir, self.dist = config, Path(run_dir), dist
         # Everything that can be wrong with the config or the data fails here, before any
         # file is written or a process group is waited on.
-        self.dataset, self.order, manifest_sha256 = open_training_data(config)
+        self.dataset, manifest_sha256 = open_training_data(config)
         validation = open_validation(config)
         check_batch_split(config, dist.world_size)
         tokenizer = eval_tokenizer(config) if config.eval.tasks else None
@@ -55,12 +55,18 @@ class Trainer:
         # anything in it, or stop (FencedError) when a newer attempt has it.
         self.fence = RunDirFence.from_env(self.run_dir, dist)
         self.fence.claim()
-        if dist.is_main:
-            (self.run_dir / CONFIG_FILE).write_text(dump_yaml(config))
-        barrier()
 
         self.engine, self.state, resumed = start_engine(config, self.run_dir, dist, resume)
         resumed_from = resumed.checkpoint
+        # A new run takes the configured (or default) data order; a resumed one keeps its own.
+        order = resolve_order(config.data.order, self.state.data_order, resumed_from is not None)
+        if order != config.data.order:
+            log.info("data order: %s", order)
+            config.data.order = order
+        self.order = GlobalOrder(len(self.dataset), config.seed, kind=order)
+        if dist.is_main:
+            (self.run_dir / CONFIG_FILE).write_text(dump_yaml(config))
+        barrier()
         if resumed_from is not None and self.state.data_manifest_sha256 != manifest_sha256:
             log.warning(
                 "the training data differs from the checkpoint's (manifest sha256 %s → %s): "
@@ -110,16 +116,18 @@ class Trainer:
         )
 
 
-def open_training_data(config: TrainConfig) -> tuple[InstanceDataset, GlobalOrder, list]:
-    """(instances, their global order, the manifests' sha256) of ``data.paths``."""
+def open_training_data(config: TrainConfig) -> tuple[InstanceDataset, list]:
+    """(instances, the manifests' sha256) of ``data.paths``; every shard file is checked to be
+    there with its manifest's size (no data is read)."""
     seq_len = config.model.max_sequence_length
     if not config.data.paths:
         raise ValueError("data.paths is empty: give token-shard folders or .npy files")
     shards = open_shards(config.data.paths, dtype=config.data.dtype)
+    shards.check_files()
     dataset = InstanceDataset(shards, seq_len)
     if len(dataset) == 0:
         raise ValueError(f"the training data holds fewer than {seq_len} tokens")
-    return dataset, GlobalOrder(len(dataset), config.seed), list(shards.manifest_sha256)
+    return dataset, list(shards.manifest_sha256)
 
 
 def check_batch_split(config: TrainConfig, world_size: int) -> None:
@@ -147,3 +155,4 @@ def record_provenance(state: TrainerState, config: TrainConfig, manifest_sha256:
     state.versions = package_versions()
     state.git_commit = git_commit()
     state.data_manifest_sha256 = manifest_sha256
+    state.data_order = config.data.order

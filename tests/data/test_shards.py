@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from olmo.data import (
     MissingIndexError,
     ShardFormatError,
+    ShardInfo,
     ShardWriter,
     TokenShard,
     dtype_for_vocab,
@@ -277,11 +278,18 @@ def test_size_mismatch_with_manifest(tmp_path):
     [info] = _write_dataset(tmp_path, [[1, 2, 3], [4, 5]])
     path = tmp_path / info.path
     path.write_bytes(path.read_bytes()[:-2])  # one token short
+    shards = open_shards([tmp_path])  # lazily: no shard file is touched yet
+    with pytest.raises(
+        ShardFormatError, match=r"1 of 1 token shards .* has 6 uint16 tokens .* manifest says 7"
+    ):
+        shards.check_files()
     with pytest.raises(ShardFormatError, match=r"has 6 uint16 tokens .* manifest says 7"):
-        open_shards([tmp_path])
+        open_shards([tmp_path]).read(0, 1)
     path.unlink()
     with pytest.raises(FileNotFoundError, match=r"part-00000\.npy"):
-        open_shards([tmp_path])
+        open_shards([tmp_path]).check_files()
+    with pytest.raises(FileNotFoundError, match=r"part-00000\.npy"):
+        open_shards([tmp_path]).read(0, 1)
 
 
 def test_size_not_multiple_of_itemsize(tmp_path):
@@ -387,3 +395,24 @@ def test_locate_skips_empty_shards(tmp_path):
     assert [len(s) for s in shard_set] == [2, 0, 1]
     assert shard_set.locate(2) == (2, 0)
     assert shard_set[1].tokens.size == 0
+
+
+def test_a_manifest_of_many_shards_opens_without_touching_them(tmp_path):
+    """20,000 shards listed, none on disk: opening parses the manifest only; reading a shard
+    (or check_files) is what finds it missing, and names it."""
+    count, tokens = 20_000, 1 << 20
+    shards = [
+        ShardInfo(f"part-{i:06d}.npy", f"part-{i:06d}.csv.gz", tokens, 10, "0" * 64)
+        for i in range(count)
+    ]
+    write_manifest(
+        tmp_path, shards=shards, dtype="uint32", eos_token_id=0, tokenizer={}, sources={}
+    )
+    opened = open_shards([tmp_path])
+    assert len(opened) == count and opened.total_tokens == count * tokens
+    assert opened.locate(count * tokens - 1) == (count - 1, tokens - 1)
+    assert not opened.shards._made  # no TokenShard made, no file stat'ed
+    with pytest.raises(FileNotFoundError, match=r"part-012345\.npy"):
+        opened.read(12345 * tokens, 12345 * tokens + 1)
+    with pytest.raises(FileNotFoundError, match=r"20000 of 20000 token shards are unusable"):
+        opened.check_files()

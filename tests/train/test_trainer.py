@@ -336,3 +336,60 @@ def test_resuming_on_different_data_warns(tmp_path, dataset, validation_set):
     other = f"data.paths=[{validation_set}]"
     result = run_trainer(config, tmp_path / "run", 1, "--resume", "latest", "--set", other)
     assert "training data differs from the checkpoint's" in result.stderr
+
+
+def test_a_run_from_before_the_order_was_recorded_resumes_in_its_own_order(tmp_path, dataset):
+    """Checkpoints made before ``data.order`` existed record no order: they were trained in the
+    pcg64 shuffle, and resuming one continues it (the default for new runs is feistel)."""
+    import hashlib
+
+    import numpy as np
+    import yaml
+
+    from olmo.data import GlobalOrder, InstanceDataset, open_shards
+
+    config = small_config(tmp_path, dataset, max_steps=4, **{"checkpoint.save_interval": 2})
+    run = tmp_path / "run"
+    run_trainer(config, run, 1, "--set", "stop_at=2", "--set", "data.order=pcg64-shuffle")
+    # Make it look like a run from before: no order in its checkpoint or its config files.
+    checkpoint = layout.latest_complete(run).path
+    state = json.loads((checkpoint / TRAINER_STATE).read_text())
+    assert state.pop("data_order") == "pcg64-shuffle"
+    (checkpoint / TRAINER_STATE).write_text(json.dumps(state))
+    for path in (run / CONFIG_FILE, checkpoint / CONFIG_FILE):
+        saved = yaml.safe_load(path.read_text())
+        assert saved["data"].pop("order") == "pcg64-shuffle"
+        path.write_text(yaml.safe_dump(saved))
+    record = json.loads((checkpoint / COMPLETE).read_text())  # what resume verifies
+    for name in (TRAINER_STATE, CONFIG_FILE):
+        data = (checkpoint / name).read_bytes()
+        record["files"][name] = hashlib.sha256(data).hexdigest()
+        record["sizes"][name] = len(data)
+    (checkpoint / COMPLETE).write_text(json.dumps(record))
+
+    instances = len(InstanceDataset(open_shards([dataset]), 64))
+    legacy = GlobalOrder(instances, 1234, kind="pcg64-shuffle")
+    # inspect-batch reads a config.yaml without an order as the order of its time.
+    assert [r["instance"] for r in batch_documents(run, 2)] == legacy.indices(8, 8).tolist()
+
+    refused = run_trainer(config, run, 1, "--resume", "latest", "--set", "data.order=feistel",
+                          check_rc=None)  # fmt: skip
+    assert refused.returncode != 0
+    assert "trained in the 'pcg64-shuffle' order" in refused.stderr
+
+    run_trainer(config, run, 1, "--resume", "latest")
+    assert TrainerState.read(layout.latest_complete(run).path).data_order == "pcg64-shuffle"
+    assert yaml.safe_load((run / CONFIG_FILE).read_text())["data"]["order"] == "pcg64-shuffle"
+    for kind, expect_equal in (("pcg64-shuffle", True), ("feistel", False)):
+        order = GlobalOrder(instances, 1234, kind=kind)
+        sha1 = [
+            hashlib.sha1(order.indices(8 * step, 8).astype(np.int64).tobytes()).hexdigest()[:16]
+            for step in range(4)
+        ]
+        assert ([m["batch_sha1"] for m in read_metrics(run)] == sha1) is expect_equal, kind
+
+
+def test_new_runs_record_the_feistel_order(uninterrupted):
+    _config, run = uninterrupted
+    assert TrainerState.read(layout.latest_complete(run).path).data_order == "feistel"
+    assert "order: feistel" in (run / CONFIG_FILE).read_text()

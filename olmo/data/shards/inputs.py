@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from olmo.data.shards.format import MANIFEST_NAME, ShardFormatError, as_token_dtype
-from olmo.data.shards.manifest import Manifest, manifest_sha256, read_manifest
-from olmo.data.shards.reader import ShardSet, TokenShard
+from olmo.data.shards.manifest import Manifest, ShardInfo, manifest_sha256, read_manifest
+from olmo.data.shards.reader import ShardList, ShardSet, TokenShard
 from olmo.fileio import sha256_file
 
 _HASH_CHUNK = 1 << 24  # bytes read at a time when hashing a shard
@@ -59,7 +59,7 @@ def open_shards(
     if not paths:
         raise ValueError("open_shards: no paths given")
     explicit = None if isinstance(dtype, str) and dtype == "auto" else as_token_dtype(dtype)
-    shards: list[TokenShard] = []
+    made: list[TokenShard | tuple[Path, ShardInfo, np.dtype]] = []
     inputs: list[Path] = []
     manifests: list[Manifest | None] = []
     hashes: list[str | None] = []
@@ -74,19 +74,7 @@ def open_shards(
                     f"{path}: dtype {explicit.name} was requested but the manifest says "
                     f"{manifest.dtype}"
                 )
-            for info in manifest.shards:
-                shard = TokenShard(
-                    path / info.path,
-                    manifest_dtype,
-                    index_path=path / info.index,
-                    expected_tokens=info.num_tokens,
-                )
-                if verify and (actual := sha256_file(shard.path, _HASH_CHUNK)) != info.sha256:
-                    raise ShardFormatError(
-                        f"{shard.path}: sha256 {actual} does not match the manifest's "
-                        f"{info.sha256}; the shard was modified or corrupted"
-                    )
-                shards.append(shard)
+            made.extend((path, info, manifest_dtype) for info in manifest.shards)
             manifests.append(manifest)
             hashes.append(manifest_sha256(path))
         elif path.is_dir():
@@ -94,24 +82,39 @@ def open_shards(
             if not files:
                 raise ShardFormatError(f"{path}: no {MANIFEST_NAME} and no *.npy shards")
             folder_dtype = _need_dtype(path, "folder", explicit)
-            shards.extend(_check_raw(TokenShard(file, folder_dtype)) for file in files)
+            made.extend(_check_raw(TokenShard(file, folder_dtype)) for file in files)
             manifests.append(None)
             hashes.append(None)
         elif path.is_file():
-            shards.append(_check_raw(TokenShard(path, _need_dtype(path, "file", explicit))))
+            made.append(_check_raw(TokenShard(path, _need_dtype(path, "file", explicit))))
             manifests.append(None)
             hashes.append(None)
         else:
             raise FileNotFoundError(f"no such token shard file or folder: {path}")
 
-    dtypes = {shard.dtype.name for shard in shards}
+    dtypes = {(item.dtype if isinstance(item, TokenShard) else item[2]).name for item in made}
     if len(dtypes) > 1:
         raise ShardFormatError(f"inputs have different dtypes ({sorted(dtypes)}): {inputs}")
     eos_ids = {m.eos_token_id for m in manifests if m is not None}
     if len(eos_ids) > 1:
         raise ShardFormatError(f"manifests disagree on eos_token_id: {sorted(eos_ids)}")
-    if not shards:
+    if not made:
         raise ShardFormatError(f"no shards in {[str(p) for p in inputs]}")
+    shards = ShardList(dtypes.pop())
+    for item in made:
+        if isinstance(item, TokenShard):
+            shards.add_shard(item)
+            continue
+        folder, info, _ = item
+        shards.add(folder / info.path, folder / info.index, info.num_tokens)
+        if verify:
+            shard = shards[len(shards) - 1]
+            shard.check()
+            if (actual := sha256_file(shard.path, _HASH_CHUNK)) != info.sha256:
+                raise ShardFormatError(
+                    f"{shard.path}: sha256 {actual} does not match the manifest's "
+                    f"{info.sha256}; the shard was modified or corrupted"
+                )
     return ShardSet(
         shards,
         eos_token_id=eos_ids.pop() if eos_ids else None,

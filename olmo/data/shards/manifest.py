@@ -24,7 +24,7 @@ from olmo.data.shards.format import (
 from olmo.fileio import fsync_dir, write_atomic
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ShardInfo:
     """One finished shard, as listed in the manifest (paths relative to the dataset folder)."""
 

@@ -25,6 +25,7 @@ def open_validation(config: TrainConfig) -> InstanceDataset | None:
     if not config.eval.validation_paths:
         return None
     shards = open_shards(config.eval.validation_paths, dtype=config.data.dtype)
+    shards.check_files()
     return InstanceDataset(shards, config.model.max_sequence_length)
 
 
