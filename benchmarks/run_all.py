@@ -81,6 +81,14 @@ def _dataprep(r: dict) -> list[Row]:
     return [Row("data-prep", "pipeline tokens/s ÷ encode_batch tokens/s", r["ratio"], "≥ 0.7", r["ratio"] >= 0.7)]  # fmt: skip
 
 
+def _dolma(r: dict) -> list[Row]:
+    tokenize = r["stages"]["tokenize"]["ratio"]
+    return [
+        Row("data-prep", "pipeline wall ÷ Dolma tag+dedupe+mix+tokens", r["ratio"], "< 1", r["ratio"] < 1),
+        Row("data-prep", "tokenize time ÷ `dolma tokens` wall", tokenize, "-", None),
+    ]  # fmt: skip
+
+
 def _eval(r: dict) -> list[Row]:
     return [Row("eval", "engine continuations/s ÷ one at a time", r["ratio"], "> 1", r["ratio"] > 1)]  # fmt: skip
 
@@ -113,6 +121,12 @@ BENCHMARKS = {
         ["--corpus", "data/corpus", "--tokenizer", "olmo"],
         ["--corpus", "data/corpus", "--tokenizer", "train", "--rounds", "1"],
         _dataprep,
+    ),
+    "dolma": (
+        "bench_dolma.py",
+        ["--corpus", "data/corpus", "--tokenizer", "olmo"],
+        ["--corpus", "data/corpus", "--tokenizer", "olmo", "--quick"],
+        _dolma,
     ),
     "eval": ("bench_eval.py", [], ["--limit", "3", "--rounds", "1", "--tasks", "piqa"], _eval),
     "operator": ("bench_operator.py", [], ["--crs", "5", "--rounds", "1"], _operator),

