@@ -6,6 +6,7 @@ this file; the behavioural tests mostly use made-up custom lists.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,45 @@ def test_density_rule(tmp_path: Path) -> None:
     default = custom(tmp_path, ["zorblax"])
     assert default.check("plain words " * 100 + "zorblax").keep
     assert not default.check("plain words " * 75 + "zorblax").keep
+
+
+def reference_find(words_filter: BadWordsFilter, text: str) -> list[str]:
+    """The direct rule: left to right over every word, the longest entry starting there wins."""
+    words = split_words(text)
+    found, i = [], 0
+    while i < len(words):
+        match = next(
+            (
+                p
+                for p in words_filter.phrases.get(words[i], ())
+                if tuple(words[i : i + len(p)]) == p
+            ),
+            (words[i],) if words[i] in words_filter.unigrams else None,
+        )
+        if match is None:
+            i += 1
+        else:
+            found.append(" ".join(match))
+            i += len(match)
+    return found
+
+
+def test_find_and_check_match_the_direct_rule(tmp_path: Path) -> None:
+    # Overlapping phrases, phrases cut off by the end of the text, unigrams inside phrases.
+    lines = ["aa", "aa bb", "aa bb cc", "bb cc", "cc", "dd ee", "ee", "ff gg hh"]
+    rng = random.Random(11)
+    vocabulary = ["aa", "bb", "cc", "dd", "ee", "ff", "gg", "hh", "the", "and", "AA", "aa's"]
+    for config in ({}, {"max_fraction": None}, {"max_matches": 2, "max_fraction": 0.3}):
+        words_filter = custom(tmp_path, lines, **config)
+        for _ in range(400):
+            words = rng.choices(vocabulary, k=rng.randint(0, 30))
+            text = rng.choice([" ", ", ", "-", ". "]).join(words)
+            found = reference_find(words_filter, text)
+            assert words_filter.find(text) == found
+            result = words_filter.check(text)
+            limit = words_filter.config.max_fraction
+            keep = len(found) <= words_filter.config.max_matches or (
+                limit is not None and len(found) <= limit * len(split_words(text))
+            )
+            assert (result.keep, result.matches) == (keep, len(found))
+            assert result.first == (found[0] if found else None)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import random
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from olmo_dataprep import content
 from olmo_dataprep.content import (
     EMAIL_TOKEN,
     IP_TOKEN,
@@ -170,3 +174,88 @@ def test_plain_numbers_never_pii(tokens: list[str]) -> None:
     # Comma-separated: "555 123 4567" joined by spaces would rightly be a phone number.
     text = ", ".join(tokens)
     assert scan_pii(text).text == text
+
+
+# --- windowed scanning against a scan of the whole text ------------------------------------------
+#
+# ``find_pii`` runs each pattern only in windows around its anchors (see the module docstring);
+# the matches must be exactly those of ``pattern.finditer`` over the whole text.
+
+WINDOWED = [
+    (content._PHONE_RE, content._DIGIT_ANCHORS.windows),
+    (content._IPV4_RE, content._DIGIT_ANCHORS.windows),
+    (content._IPV6_RE, content._COLON_ANCHORS.windows),
+    (content._EMAIL_RE, content._email_windows),
+]
+# Pieces that make (and almost make) every kind of match, separators, and other characters.
+PIECES = [
+    *"0123456789", "1", "5", "55", "555", "4567", "+", "+1", "+44", "(", ")", "(555)", " ", " ",
+    "-", ".", "..", ":", "::", "a", "f", "F", "x", "@", "_", "%", "\n", "\u0663", "\u00e9", "#",
+    "192.168.", "10.0.0.", "255.", "fe80:", "db8:", "2001:", "user", "@example.com", ".co", ".",
+    "a@b.co", "a.b@c-d.org", "a" * 50, "1" * 20, " " * 45, "-" * 10,
+]  # fmt: skip
+
+
+def reference_find_pii(text: str, config: PiiConfig) -> list[tuple[str, int, int]]:
+    """The direct implementation: every pattern over the whole text."""
+    found = []
+    if config.emails:
+        found += [("email_address", *m.span()) for m in content._EMAIL_RE.finditer(text)]
+    if config.phone_numbers:
+        found += [
+            ("phone_number", *m.span())
+            for m in content._PHONE_RE.finditer(text)
+            if content._phone_ok(m.group())
+        ]
+    if config.ip_addresses:
+        found += [("ip_address", *m.span()) for m in content._IPV4_RE.finditer(text)]
+        found += [
+            ("ip_address", *m.span())
+            for m in content._IPV6_RE.finditer(text)
+            if content._ipv6_ok(m.group())
+        ]
+    found.sort(key=lambda m: (m[1], -(m[2] - m[1])))
+    result, last_end = [], -1
+    for m in found:
+        if m[1] >= last_end:
+            result.append(m)
+            last_end = m[2]
+    return result
+
+
+def assert_windowed_scan_is_exact(text: str) -> None:
+    for pattern, windows in WINDOWED:
+        spans = [m.span() for m in content._finditer(pattern, text, windows(text))]
+        assert spans == [m.span() for m in pattern.finditer(text)], pattern.pattern
+    for config in (PiiConfig(), PiiConfig(emails=False), PiiConfig(phone_numbers=False)):
+        found = [(m.kind, m.start, m.end) for m in find_pii(text, config)]
+        assert found == reference_find_pii(text, config)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=80).map("".join))
+def test_windowed_scan_matches_a_whole_text_scan(text: str) -> None:
+    assert_windowed_scan_is_exact(text)
+
+
+def test_windowed_scan_on_pii_dense_and_pii_free_text() -> None:
+    rng = random.Random(5)
+    texts = [
+        "Call (555) 123-4567 or +44 20 7946 0958, mail a.b@c.org; hosts 10.0.0.1 and fe80::1.",
+        "In 2024 the 3.5 release fixed 12:30:45 timestamps in std::map<int, x> " * 20,
+    ]
+    for _ in range(300):
+        texts.append("".join(rng.choice(PIECES) for _ in range(rng.randint(50, 400))))
+    found = 0
+    for text in texts:
+        assert_windowed_scan_is_exact(text)
+        found += bool(find_pii(text))
+    assert found > 200  # the texts do hold matches of every kind, near window edges too
+
+
+def test_window_margins_cover_the_longest_matches() -> None:
+    # ``_Anchors.longest`` must be at least the pattern's maximum width as ``re`` computes it.
+    parse = re._parser.parse  # private, but the width it computes is what re uses
+    width = {p: parse(p.pattern).getwidth()[1] for p, _ in WINDOWED}
+    assert content._DIGIT_ANCHORS.longest >= max(width[content._PHONE_RE], width[content._IPV4_RE])
+    assert content._COLON_ANCHORS.longest >= width[content._IPV6_RE]

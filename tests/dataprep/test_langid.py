@@ -184,3 +184,22 @@ def test_pickle_round_trip(lid: LanguageIdentifier) -> None:
     for blob in (data, data_loaded):
         clone = pickle.loads(blob)
         assert clone.predict(GERMAN) == lid.predict(GERMAN)
+
+
+@pytest.mark.parametrize(
+    "languages", [["en"], ["fr"], ["en", "fr"], ["de", "nl", "lb"], ["no", "nn", "sv", "da"]]
+)
+def test_check_matches_the_ranked_scores(lid: LanguageIdentifier, languages: list[str]) -> None:
+    # ``check`` converts only the top label and the wanted ones; the result must be that of the
+    # direct rule over every label's clamped probability (in rank order, as ``scores`` gives).
+    config = LangIdConfig(languages=languages)
+    texts = [ENGLISH, FRENCH, GERMAN, SPANISH, CODE, "Hej! Hvordan har du det? Jeg har det godt."]
+    texts += ["ok", "12345", ENGLISH + " \udcff", "a\nb", "\u65e5\u672c\u8a9e\u306e\u6587\u7ae0"]
+    for text in texts:
+        ranked = lid.scores(text, k=-1)
+        language = next(iter(ranked))
+        score = min(sum(p for lang, p in ranked.items() if lang in set(languages)), 1.0)
+        result = lid.check(text, config)
+        assert (result.language, result.score) == (language, score)
+        assert type(result.score) is type(score)
+        assert result.keep == (score >= config.min_score)

@@ -181,3 +181,16 @@ def test_deterministic_across_processes() -> None:
             timeout=60,
         )
         assert out.stdout == expected
+
+
+def test_datasketch_is_imported_on_first_use_only() -> None:
+    # The pipeline's config imports this module in every process (scipy, which datasketch
+    # imports, takes about half a second); the stage is off by default.
+    code = (
+        "import sys\n"
+        "import olmo_dataprep.config, olmo_dataprep.minhash as m\n"
+        "assert 'datasketch' not in sys.modules and 'scipy' not in sys.modules\n"
+        "m.signature('a b c d e f', m.MinHashConfig())\n"
+        "assert 'datasketch' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -8,10 +8,27 @@ passed, and each "kept" twin passes them all.
 
 from __future__ import annotations
 
+import random
+import sys
+from collections import Counter
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from olmo.config import ConfigError, validate
-from olmo_dataprep.quality import RULE_ORDER, QualityConfig, check_document
+from olmo_dataprep import quality
+from olmo_dataprep.quality import (
+    BULLETS,
+    DUP_NGRAM_SIZES,
+    RULE_ORDER,
+    SYMBOLS,
+    TOP_NGRAM_SIZES,
+    QualityConfig,
+    check_document,
+)
+
+from .conftest import english_docs
 
 SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "vi", "so", "pe", "da", "fu", "go", "zi", "ri"]
 SYLLABLES += ["mo", "xa"]
@@ -412,3 +429,217 @@ def test_config_defaults_follow_the_dolma_notes():
     assert [c.top_ngram_limit(n) for n in (2, 3, 4)] == [0.20, 0.18, 0.16]
     assert [c.dup_ngram_limit(n) for n in range(5, 11)] == [0.15, 0.14, 0.13, 0.12, 0.11, 0.10]
     assert validate(QualityConfig, {"min_median_word_length": 2}).min_median_word_length == 2
+
+
+# --- the fast implementation against the definitions ---------------------------------------------
+#
+# ``check_document`` computes the statistics per distinct word, with C-level iterators and with
+# n-gram work shared between the sizes. ``reference_check`` below is the direct implementation
+# of the module's definitions (one loop per statistic, every n-gram counted): both must agree on
+# the decision, the text and every statistic, exactly.
+
+
+def _reference_c4(text: str, terminal: tuple[str, ...]) -> tuple[str, int, int]:
+    out, removed, kept = [], 0, 0
+    for raw in text.split("\n"):
+        stripped = raw.rstrip()
+        if not stripped:
+            out.append("")
+        elif stripped.endswith(terminal):
+            out.append(raw)
+            kept += 1
+        else:
+            removed += 1
+    if removed == 0:
+        return text, 0, kept
+    collapsed: list[str] = []
+    for raw in out:
+        if raw or (collapsed and collapsed[-1]):
+            collapsed.append(raw)
+    while collapsed and not collapsed[-1]:
+        collapsed.pop()
+    return "\n".join(collapsed), removed, kept
+
+
+def _reference_top(words: list[str], n: int, total: int) -> float:
+    counts = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    if not counts or total == 0:
+        return 0.0
+    best = max(counts.values())
+    return best * max(sum(map(len, g)) for g, c in counts.items() if c == best) / total
+
+
+def _reference_dup(words: list[str], n: int, total: int) -> float:
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    counts = Counter(grams)
+    covered = [False] * len(words)
+    for i, gram in enumerate(grams):
+        if counts[gram] > 1:
+            covered[i : i + n] = [True] * n
+    return sum(len(w) for w, c in zip(words, covered, strict=True) if c) / total if total else 0.0
+
+
+def reference_check(text: str, config: QualityConfig) -> tuple[bool, str | None, str, dict]:
+    stats: dict = {}
+
+    def drop(reason: str) -> tuple[bool, str | None, str, dict]:
+        return False, reason, text, stats
+
+    if config.c4_no_terminal_punctuation:
+        text, removed, kept = _reference_c4(text, tuple(config.c4_terminal_punctuation))
+        stats["c4_lines_removed"] = removed
+        if kept == 0:
+            return drop("c4_no_terminal_punct_all_lines_removed")
+    words = text.split()
+    stats["words"] = len(words)
+    if config.min_words is not None and len(words) < config.min_words:
+        return drop("gopher_min_words")
+    if config.max_words is not None and len(words) > config.max_words:
+        return drop("gopher_max_words")
+    lengths = sorted(len(w) for w in words)
+    mid = len(lengths) // 2
+    median = (
+        0.0
+        if not lengths
+        else float(lengths[mid])
+        if len(lengths) % 2
+        else (lengths[mid - 1] + lengths[mid]) / 2
+    )
+    stats["median_word_length"] = median
+    if config.min_median_word_length is not None and median < config.min_median_word_length:
+        return drop("gopher_min_median_word_length")
+    if config.max_median_word_length is not None and median > config.max_median_word_length:
+        return drop("gopher_max_median_word_length")
+    denom = max(len(words), 1)
+    stats["symbol_to_word_ratio"] = sum(any(s in w for s in SYMBOLS) for w in words) / denom
+    limit = config.max_symbol_to_word_ratio
+    if limit is not None and stats["symbol_to_word_ratio"] > limit:
+        return drop("gopher_symbol_ratio")
+    alpha = sum(w.isalpha() or quality._ALPHA.search(w) is not None for w in words)
+    stats["alpha_word_fraction"] = alpha / denom
+    limit = config.min_alpha_word_fraction
+    if limit is not None and stats["alpha_word_fraction"] < limit:
+        return drop("gopher_alpha_words")
+    stop = {w.lower() for w in config.stop_words}
+    stats["stop_words"] = sum(w.strip(quality._PUNCT).lower() in stop for w in words)
+    if config.min_stop_words is not None and stats["stop_words"] < config.min_stop_words:
+        return drop("gopher_stop_words")
+    lines = [t.strip() for t in text.split("\n") if t.strip()]
+    seen: set[str] = set()
+    dups = [t for t in lines if t in seen or seen.add(t)]
+    chars = sum(map(len, lines))
+    for key, value, limit, reason in (
+        ("bullet_line_fraction", sum(t.startswith(BULLETS) for t in lines) / max(len(lines), 1),
+         config.max_bullet_line_fraction, "gopher_bullet_lines"),
+        ("ellipsis_line_fraction", sum(t.endswith(("...", "\u2026")) for t in lines)
+         / max(len(lines), 1), config.max_ellipsis_line_fraction, "gopher_ellipsis_lines"),
+        ("duplicate_line_fraction", len(dups) / max(len(lines), 1),
+         config.max_duplicate_line_fraction, "gopher_dup_lines"),
+        ("duplicate_line_char_fraction", sum(map(len, dups)) / max(chars, 1),
+         config.max_duplicate_line_char_fraction, "gopher_dup_line_chars"),
+    ):  # fmt: skip
+        stats[key] = value
+        if limit is not None and value > limit:
+            return drop(reason)
+    total = sum(map(len, words))
+    for n in TOP_NGRAM_SIZES:
+        if (limit := config.top_ngram_limit(n)) is not None:
+            stats[f"top_{n}gram_char_fraction"] = share = _reference_top(words, n, total)
+            if share > limit:
+                return drop(f"gopher_top_{n}gram_chars")
+    for n in DUP_NGRAM_SIZES:
+        if (limit := config.dup_ngram_limit(n)) is not None:
+            stats[f"dup_{n}gram_char_fraction"] = share = _reference_dup(words, n, total)
+            if share > limit:
+                return drop(f"gopher_dup_{n}gram_chars")
+    return True, None, text, stats
+
+
+# Every rule evaluated: nothing can fail, so every statistic is computed and compared.
+PERMISSIVE = QualityConfig(
+    min_words=None,
+    max_words=None,
+    min_median_word_length=None,
+    max_median_word_length=None,
+    max_symbol_to_word_ratio=None,
+    min_alpha_word_fraction=None,
+    min_stop_words=None,
+    max_bullet_line_fraction=None,
+    max_ellipsis_line_fraction=None,
+    max_duplicate_line_fraction=None,
+    max_duplicate_line_char_fraction=None,
+    **{f"max_top_{n}gram_char_fraction": 1e9 for n in TOP_NGRAM_SIZES},
+    **{f"max_dup_{n}gram_char_fraction": 1.0 for n in DUP_NGRAM_SIZES},
+)
+EQUIVALENCE_CONFIGS = [
+    DEFAULT,
+    PERMISSIVE,
+    PERMISSIVE.model_copy(update={"c4_no_terminal_punctuation": False}),
+    # Sizes switched off in between: the shared n-gram work must not skip or reuse wrongly.
+    PERMISSIVE.model_copy(
+        update={
+            "max_top_4gram_char_fraction": None,
+            "max_dup_6gram_char_fraction": None,
+            "max_dup_9gram_char_fraction": None,
+        }
+    ),
+    PERMISSIVE.model_copy(update={"max_top_3gram_char_fraction": None}),
+    PERMISSIVE.model_copy(update={"c4_terminal_punctuation": ["", "."], "stop_words": ["The"]}),
+]
+# Few distinct words, so that n-grams and lines repeat; symbols, bullets, digits, punctuation,
+# apostrophes, non-ASCII letters and digits, and every kind of line break and blank.
+TOKENS = [
+    "the", "and", "of", "The", "AND,", "to.", "mill", "river", "wheel", "stone", "(the)",
+    "x#", "#", "...", "well...", "\u2026", "a\u2026b", "-", "*", "\u2022", "\u2043", "12", "3.5",
+    "_", "__init__", "don't", "\u201cquoted\u201d", "caf\u00e9", "\u0663\u0664", "\u65e5\u672c",
+    "\u00bd", "x\u00b2", "\u216b",
+    "!", "?", ".", "'", "\u2019",
+]  # fmt: skip
+SEPARATORS = [" ", " ", " ", " ", "\n", "\n\n", " \n", "\n \n", "\t", "  ", "\u3000"]
+
+
+@st.composite
+def quality_texts(draw: st.DrawFn) -> str:
+    tokens = draw(st.lists(st.sampled_from(TOKENS), max_size=160))
+    if draw(st.booleans()):  # a repeated run: duplicated n-grams and lines
+        start = draw(st.integers(0, max(len(tokens) - 1, 0)))
+        run = tokens[start : start + draw(st.integers(1, 15))]
+        tokens[start:start] = run * draw(st.integers(1, 4))
+    separators = draw(st.lists(st.sampled_from(SEPARATORS), min_size=len(tokens)))
+    return "".join(t + s for t, s in zip(tokens, separators, strict=False)) + draw(
+        st.sampled_from(["", ".", "\n", " !", "\n\n"])
+    )
+
+
+def assert_same_as_reference(text: str) -> None:
+    for config in EQUIVALENCE_CONFIGS:
+        result = check_document(text, config)
+        keep, reason, out, stats = reference_check(text, config)
+        assert (result.keep, result.reason, result.text) == (keep, reason, out)
+        assert list(result.stats.items()) == list(stats.items())  # values and order
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(quality_texts())
+def test_matches_the_reference_implementation(text: str):
+    assert_same_as_reference(text)
+
+
+def test_matches_the_reference_on_documents_of_every_kind():
+    rng = random.Random(7)
+    docs = [ENGLISH, plain(60), *english_docs(20, seed=3, paragraphs=3)]
+    docs += [ngram_doc(n, 3, 0.2) for n in (*TOP_LIMITS, *DUP_LIMITS)]
+    docs += ["", " ", "\n\n", "word", "- a\n- b\n- c", "a b a b a b a b a b a b a b"]
+    for doc in list(docs):  # menus, repeated paragraphs, shuffled lines
+        lines = doc.split("\n")
+        docs.append("\n".join([*lines, "Home | About", *lines[:2]]))
+        rng.shuffle(lines)
+        docs.append("\n".join(lines))
+    for doc in docs:
+        assert_same_as_reference(doc)
+
+
+def test_a_word_that_is_all_letters_has_a_letter_by_the_regex():
+    # The per-word statistics count ``str.isalpha`` words without running the regex on them.
+    letters = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isalpha()]
+    assert all(quality._ALPHA.fullmatch(c) for c in letters)

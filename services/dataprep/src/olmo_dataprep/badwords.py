@@ -42,6 +42,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -271,42 +272,46 @@ class BadWordsFilter:
 
     def find(self, text: str) -> list[str]:
         """Matched entries (normalised, words joined by a space) in text order."""
-        words = split_words(text)
+        return self._find(split_words(text))
+
+    def _find(self, words: list[str]) -> list[str]:
         if self._starts.isdisjoint(words):  # the common case, decided in C
             return []
         found: list[str] = []
         n = len(words)
-        i = 0
-        while i < n:
-            word = words[i]
+        i = 0  # words[:i] are matched or passed
+        # A match can only start at a word that starts an entry: visit just those, in order.
+        for start in compress(range(n), map(self._starts.__contains__, words)):
+            if start < i:  # inside the previous match
+                continue
+            word = words[start]
             match: Entry | None = None
             for phrase in self.phrases.get(word, ()):
-                end = i + len(phrase)
-                if end <= n and tuple(words[i:end]) == phrase:
+                end = start + len(phrase)
+                if end <= n and tuple(words[start:end]) == phrase:
                     match = phrase
                     break
             if match is None and word in self.unigrams:
                 match = (word,)
-            if match is None:
-                i += 1
-            else:
+            if match is not None:
                 found.append(" ".join(match))
-                i += len(match)
+                i = start + len(match)
         return found
 
-    def _keep(self, matches: int, text: str) -> bool:
+    def _keep(self, matches: int, words: int) -> bool:
         if matches <= self.config.max_matches:
             return True
         limit = self.config.max_fraction
-        return limit is not None and matches <= limit * len(split_words(text))
+        return limit is not None and matches <= limit * words
 
     def check(self, text: str) -> BadWordsResult:
         """Keep ``text`` unless it has more than ``max_matches`` matches (or the stage is off)."""
         if not self.config.enabled:
             return BadWordsResult(keep=True, matches=0, first=None)
-        found = self.find(text)
+        words = split_words(text)  # split once: for the matches and for their density
+        found = self._find(words)
         return BadWordsResult(
-            keep=self._keep(len(found), text),
+            keep=self._keep(len(found), len(words)),
             matches=len(found),
             first=found[0] if found else None,
         )

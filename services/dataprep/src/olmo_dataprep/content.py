@@ -11,6 +11,15 @@ The patterns favour precision over recall: phone numbers need separators or a le
 (so plain long digit strings, years and version strings do not match), IPv4 octets must be
 0-255 without leading zeros, and an IPv6 candidate must parse as an address.
 
+Speed: every pattern is a compiled ``re`` expression, but ``re`` tries a pattern that starts
+with a lookbehind at every position of the text. Phone numbers, IPv4 and IPv6 addresses have a
+bounded length and contain a short "anchor" near their start (a ``+``, ``(ddd)``, ``ddd-d`` or
+``d.d``; ``:`` and ``:`` at most four hex digits apart), so the text is first scanned once for
+anchors (a ``re`` search that skips to their first characters in C) and the patterns run only
+in windows around them, with margins covering the longest match and its lookahead. No match or
+lookaround crosses from one window into another, so the matches are exactly those of a scan of
+the whole text (checked against one by the tests).
+
 Stdlib only; must not import torch.
 """
 
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pydantic import Field
@@ -86,6 +96,94 @@ _IPV6_RE = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?!
 
 
 @dataclass(frozen=True)
+class _Anchors:
+    """Where matches of some patterns can be: each of their matches holds a match of ``regex``
+    (the anchor, at most ``length`` characters long) starting at most ``before`` characters into
+    it; matches are at most ``longest`` characters long, and their lookaheads read at most
+    ``lookahead`` characters past their end (lookbehinds read only characters before a match,
+    which ``re`` sees outside a search's bounds too)."""
+
+    regex: re.Pattern[str]
+    before: int
+    length: int
+    longest: int
+    lookahead: int = 2
+
+    def windows(self, text: str) -> list[tuple[int, int]]:
+        """Disjoint ``(start, end)`` windows, in text order, that hold every such match and
+        everything its lookarounds read.
+
+        A match of ``regex`` skipped by ``finditer`` lies inside a found one that starts at most
+        ``length - 1`` characters before it, so a window from ``before`` characters ahead of each
+        found anchor to ``length - 1 + longest + lookahead`` characters after it covers every
+        match; overlapping windows are merged, so no match crosses from one into another.
+        """
+        size = len(text)
+        after = self.length + self.longest + self.lookahead  # one more than needed
+        windows: list[tuple[int, int]] = []
+        for m in self.regex.finditer(text):
+            anchor = m.start()
+            lo, hi = max(anchor - self.before, 0), min(anchor + after, size)
+            if windows and lo <= windows[-1][1]:
+                windows[-1] = (windows[-1][0], hi)
+            else:
+                windows.append((lo, hi))
+        return windows
+
+
+# Every phone number holds a "+", a "(ddd)" or "ddd" + separator + digit, and every IPv4 address
+# a digit, a "." and a digit, starting at most 2 characters in (after an optional "1" and
+# separator, or in the first octet). The regex starts with a character set, which ``re`` skips to
+# in C. Longest matches (``re``'s computed maximum width, checked by the tests): phone 39, IPv4 15.
+_DIGIT_ANCHORS = _Anchors(
+    re.compile(r"[+(\d](?:(?<=\+)|(?<=\()\d{3}\)|(?<=\d)(?:\d\d[ .-]\d|\.\d))"),
+    before=2,
+    length=5,
+    longest=39,
+)
+# Every IPv6 candidate holds ":", at most 4 hex digits and ":", starting at most 4 characters in.
+_COLON_ANCHORS = _Anchors(re.compile(r":[0-9A-Fa-f]{0,4}:"), before=4, length=6, longest=39)
+
+
+# An e-mail address is made of these characters only and holds an "@"; its lookahead reads at
+# most 2 characters past its end.
+_EMAIL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_%+.@-")
+_EMAIL_RUN_END = re.compile(r"[A-Za-z0-9_%+.@-]*")
+
+
+def _email_windows(text: str) -> list[tuple[int, int]]:
+    """Disjoint windows, in text order, holding every e-mail address match: each maximal run of
+    ``_EMAIL_CHARS`` that holds an "@", plus 2 characters for the lookahead."""
+    size = len(text)
+    windows: list[tuple[int, int]] = []
+    end = 0  # the runs before this are done
+    at = text.find("@")
+    while at >= 0:
+        start = at
+        while start > end and text[start - 1] in _EMAIL_CHARS:
+            start -= 1
+        match = _EMAIL_RUN_END.match(text, at)
+        assert match is not None  # it matches the empty string
+        end = match.end()
+        lo, hi = start, min(end + 2, size)
+        if windows and lo <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], hi)
+        else:
+            windows.append((lo, hi))
+        at = text.find("@", end)
+    return windows
+
+
+def _finditer(
+    pattern: re.Pattern[str], text: str, windows: list[tuple[int, int]]
+) -> Iterator[re.Match[str]]:
+    """``pattern.finditer(text)``, searching only inside ``windows`` (which must hold all its
+    matches, see ``_Anchors``)."""
+    for start, end in windows:
+        yield from pattern.finditer(text, start, end)
+
+
+@dataclass(frozen=True)
 class PiiMatch:
     """One PII span: ``text[start:end]`` is of ``kind`` (``email_address`` ...)."""
 
@@ -136,17 +234,26 @@ def find_pii(text: str, config: PiiConfig | None = None) -> list[PiiMatch]:
     config = config or PiiConfig()
     found: list[PiiMatch] = []
     if config.emails and "@" in text:
-        found += [PiiMatch(EMAIL, m.start(), m.end()) for m in _EMAIL_RE.finditer(text)]
-    if config.phone_numbers:
         found += [
-            PiiMatch(PHONE, m.start(), m.end())
-            for m in _PHONE_RE.finditer(text)
-            if _phone_ok(m.group())
+            PiiMatch(EMAIL, m.start(), m.end())
+            for m in _finditer(_EMAIL_RE, text, _email_windows(text))
         ]
-    if config.ip_addresses:
-        found += [PiiMatch(IP, m.start(), m.end()) for m in _IPV4_RE.finditer(text)]
+    if config.phone_numbers or config.ip_addresses:
+        windows = _DIGIT_ANCHORS.windows(text)
+        if config.phone_numbers:
+            found += [
+                PiiMatch(PHONE, m.start(), m.end())
+                for m in _finditer(_PHONE_RE, text, windows)
+                if _phone_ok(m.group())
+            ]
+        if config.ip_addresses:
+            found += [PiiMatch(IP, m.start(), m.end()) for m in _finditer(_IPV4_RE, text, windows)]
+    if config.ip_addresses and ":" in text:
+        windows = _COLON_ANCHORS.windows(text)
         found += [
-            PiiMatch(IP, m.start(), m.end()) for m in _IPV6_RE.finditer(text) if _ipv6_ok(m.group())
+            PiiMatch(IP, m.start(), m.end())
+            for m in _finditer(_IPV6_RE, text, windows)
+            if _ipv6_ok(m.group())
         ]
     found.sort(key=lambda m: (m.start, -(m.end - m.start)))
     result: list[PiiMatch] = []

@@ -38,6 +38,7 @@ import importlib.resources
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,21 @@ def _strip_label(label: str) -> str:
     return label[len(LABEL_PREFIX) :] if label.startswith(LABEL_PREFIX) else label
 
 
+def _clamp(p: float) -> float:
+    return min(max(float(p), 0.0), 1.0)
+
+
+@lru_cache(maxsize=64)
+def _raw_labels_cached(languages: tuple[str, ...]) -> frozenset[str]:
+    # A model label is wanted when its stripped form is: with or without the prefix (configured
+    # languages never start with it).
+    return frozenset(languages) | frozenset(LABEL_PREFIX + lang for lang in languages)
+
+
+def _raw_labels(languages: list[str]) -> frozenset[str]:
+    return _raw_labels_cached(tuple(languages))
+
+
 class LanguageIdentifier:
     """fastText ``lid.176`` loaded once per process, on first use.
 
@@ -190,10 +206,7 @@ class LanguageIdentifier:
 
     def _predict_line(self, line: str, k: int) -> list[tuple[str, float]]:
         labels, probs = self._raw(line, k)
-        return [
-            (_strip_label(label), min(max(float(p), 0.0), 1.0))
-            for label, p in zip(labels, probs, strict=True)
-        ]
+        return list(zip(map(_strip_label, labels), map(_clamp, probs), strict=True))
 
     def predict(self, text: str) -> tuple[str, float]:
         """Top language and its probability; ``("und", 0.0)`` for empty/whitespace text."""
@@ -226,9 +239,11 @@ class LanguageIdentifier:
         if line is None:
             language, score = UNDETERMINED, 0.0
         else:
-            ranked = self._predict_line(line, -1)
-            language = ranked[0][0] if ranked else UNDETERMINED
-            wanted = set(config.languages)
-            score = min(sum(p for lang, p in ranked if lang in wanted), 1.0)
+            # The model ranks every label; only the top one and the wanted ones are converted
+            # (clamped and summed in rank order, as ``scores`` would give them).
+            labels, probs = self._raw(line, -1)
+            language = _strip_label(labels[0]) if labels else UNDETERMINED
+            wanted = _raw_labels(config.languages)
+            score = min(sum(map(_clamp, compress(probs, map(wanted.__contains__, labels)))), 1.0)
         keep = (not config.enabled) or score >= config.min_score
         return LangIdResult(keep=keep, language=language, score=score)

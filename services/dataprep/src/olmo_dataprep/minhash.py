@@ -26,18 +26,25 @@ by default (``MinHashConfig.enabled``). Rules:
 The index is in memory (one signature, ``4 * num_perm`` bytes, plus LSH buckets per kept
 document); shard by source or run it per worker for very large corpora.
 
+datasketch (which imports scipy, about half a second) is imported on first use, not with this
+module: the pipeline's configuration imports ``MinHashConfig`` in every process, and the stage is
+off by default. (A signature's cost is mostly SHA-1, about 0.5 µs per shingle.)
+
 Must not import torch.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasketch import LeanMinHash, MinHash, MinHashLSH
 from pydantic import Field
 
 from olmo.config import StrictConfig
+
+if TYPE_CHECKING:
+    from datasketch import LeanMinHash
 
 __all__ = [
     "LSH_WEIGHTS",
@@ -87,6 +94,8 @@ def shingles(text: str, ngram: int) -> set[bytes]:
 
 @lru_cache(maxsize=8)
 def _permutations(num_perm: int, seed: int) -> np.ndarray:
+    from datasketch import MinHash
+
     perms = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
     perms.setflags(write=False)
     return perms
@@ -94,6 +103,8 @@ def _permutations(num_perm: int, seed: int) -> np.ndarray:
 
 def signature(text: str, config: MinHashConfig) -> np.ndarray:
     """MinHash hash values (``uint32``, length ``num_perm``) of the shingles of ``text``."""
+    from datasketch import MinHash
+
     m = MinHash(
         num_perm=config.num_perm,
         seed=config.seed,
@@ -138,6 +149,8 @@ class NearDuplicateIndex:
     """First-come index of kept documents' signatures; see the module docstring."""
 
     def __init__(self, config: MinHashConfig) -> None:
+        from datasketch import MinHashLSH
+
         self.config = config
         self._lsh = MinHashLSH(
             threshold=config.threshold, num_perm=config.num_perm, weights=LSH_WEIGHTS
@@ -194,4 +207,6 @@ class NearDuplicateIndex:
         return values
 
     def _lean(self, values: np.ndarray) -> LeanMinHash:
+        from datasketch import LeanMinHash
+
         return LeanMinHash(seed=self.config.seed, hashvalues=values, scheme=SCHEME)

@@ -27,6 +27,14 @@ Definitions (all on the text *after* the C4 line filter, see ``check_document``)
 Rules run in the order of ``RULE_ORDER`` (cheap ones first) and stop at the first failure, so
 ``stats`` holds the values computed up to the deciding rule.
 
+Implementation: the per-word statistics are computed once per *distinct* word (weighted by its
+count), the per-line ones with C-level ``map``/``set`` calls, and the n-gram rules share their
+work: the top n-gram rules count every 2-, 3- and 4-gram once, and a duplicated n-gram can only
+start where the (n-1)-gram starting there and the one after it are both duplicated, so each
+duplicated-n-gram size counts only those candidate positions. The results are exactly those of
+the definitions above (integer counts, the same divisions); ``tests/dataprep/test_quality.py``
+checks them against a direct implementation.
+
 This module must not import torch.
 """
 
@@ -35,7 +43,10 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate, compress, repeat
+from operator import and_, methodcaller, not_, sub
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -161,20 +172,20 @@ def c4_line_filter(text: str, terminal: tuple[str, ...]) -> tuple[str, int, int]
     at either end.
     """
     lines = text.split("\n")
+    nonblank = list(filter(None, map(str.rstrip, lines)))
+    kept = sum(map(methodcaller("endswith", terminal), nonblank))
+    if kept == len(nonblank):  # the common case: nothing to remove
+        return text, 0, kept
     out: list[str] = []
     removed = 0
-    kept = 0
     for line in lines:
         stripped = line.rstrip()
         if not stripped:
             out.append("")
         elif stripped.endswith(terminal):
             out.append(line)
-            kept += 1
         else:
             removed += 1
-    if removed == 0:
-        return text, 0, kept
     collapsed: list[str] = []
     for line in out:
         if line or (collapsed and collapsed[-1]):
@@ -185,40 +196,117 @@ def c4_line_filter(text: str, terminal: tuple[str, ...]) -> tuple[str, int, int]
 
 
 def _median(values: list[int]) -> float:
+    """The median of small non-negative integers (word lengths), from their counts: the values
+    at sorted positions ``(n - 1) // 2`` and ``n // 2`` (one value when ``n`` is odd)."""
     if not values:
         return 0.0
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    if len(ordered) % 2:
-        return float(ordered[mid])
-    return (ordered[mid - 1] + ordered[mid]) / 2
+    n = len(values)
+    counts = Counter(values)
+    seen = 0
+    low = 0
+    for value in sorted(counts):
+        if seen <= (n - 1) // 2:
+            low = value  # the lower middle is this value or a later one
+        seen += counts[value]
+        if seen > n // 2:
+            return float(value) if n % 2 else (low + value) / 2
+    raise AssertionError("unreachable: the counts add up to len(values)")
 
 
-def _ngrams(words: list[str], n: int) -> Counter[tuple[str, ...]]:
-    return Counter(zip(*(words[i:] for i in range(n)), strict=False))
+_SYMBOL_RE = re.compile("|".join(re.escape(s) for s in SYMBOLS))
+_STRIP_PUNCT = methodcaller("strip", _PUNCT)
+_MORE_THAN_ONCE = (1).__lt__
 
 
-def _top_ngram_share(words: list[str], n: int, total_chars: int) -> float:
-    counts = _ngrams(words, n)
-    if not counts or total_chars == 0:
-        return 0.0
-    best = max(counts.values())
-    chars = max(sum(map(len, g)) for g, c in counts.items() if c == best)
-    return best * chars / total_chars
+class _Ngrams:
+    """The n-gram statistics of one document's words, sharing work between the sizes.
 
+    ``prefix[i]`` is the number of characters of ``words[:i]``, so the characters of the n-gram
+    starting at ``i`` are ``prefix[i + n] - prefix[i]``. The top n-gram rules' counts are kept;
+    ``repeated[n][i]`` says whether the n-gram starting at ``i`` occurs more than once (kept for
+    each duplicated-n-gram size that found one). A repeated n-gram's occurrences all start where
+    the (n-1)-grams starting there and one word later are repeated too, so once the (n-1)-grams
+    are counted, only those positions need counting for size n (and none when no (n-1)-gram
+    repeats).
+    """
 
-def _dup_ngram_share(words: list[str], lengths: list[int], n: int, total_chars: int) -> float:
-    counts = _ngrams(words, n)
-    if total_chars == 0:
-        return 0.0
-    covered_chars = 0
-    covered_end = 0  # words[:covered_end] already counted
-    for i, gram in enumerate(zip(*(words[j:] for j in range(n)), strict=False)):
-        if counts[gram] > 1:
+    def __init__(self, words: list[str], lengths: list[int]) -> None:
+        self.words = words
+        self.prefix = [0, *accumulate(lengths)]
+        self.counted: dict[int, Counter[tuple[str, ...]]] = {}
+        self.repeated: dict[int, list[bool]] = {}
+
+    def _grams(self, n: int) -> Iterator[tuple[str, ...]]:
+        words = self.words
+        return zip(*(words[i:] for i in range(n)), strict=False)
+
+    def top_share(self, n: int, total_chars: int) -> float:
+        """Count × characters of the most frequent n-gram (the longest of equally frequent
+        ones) over ``total_chars``."""
+        counts = Counter(self._grams(n))
+        self.counted[n] = counts
+        if not counts or total_chars == 0:
+            return 0.0
+        best = max(counts.values())
+        if best == 1:  # every n-gram is a most frequent one
+            prefix = self.prefix
+            chars = max(map(sub, prefix[n:], prefix[:-n]))
+        else:
+            top = compress(counts, map(best.__eq__, counts.values()))
+            chars = max(map(sum, map(map, repeat(len), top)))
+        return best * chars / total_chars
+
+    def _previous(self, n: int) -> list[bool] | None:
+        """``repeated[n - 1]`` if known or counted, ``[]`` when nothing of size n - 1 repeats,
+        None when unknown."""
+        if n - 1 in self.repeated:
+            return self.repeated[n - 1]
+        if n - 1 in self.counted:
+            counts = self.counted[n - 1]
+            if not counts or max(counts.values()) == 1:
+                return []
+            return list(map(_MORE_THAN_ONCE, map(counts.__getitem__, self._grams(n - 1))))
+        return None
+
+    def _repeated_at(self, n: int) -> list[bool] | None:
+        """``repeated[n]``, or None when no n-gram repeats."""
+        words = self.words
+        starts = len(words) - n + 1
+        if starts <= 0:
+            return None
+        previous = self._previous(n)
+        if previous is None:
+            counts = Counter(self._grams(n))
+            if max(counts.values()) == 1:
+                return None
+            return list(map(_MORE_THAN_ONCE, map(counts.__getitem__, self._grams(n))))
+        candidates = list(compress(range(starts), map(and_, previous, previous[1:])))
+        if not candidates:
+            return None
+        grams = [tuple(words[i : i + n]) for i in candidates]
+        counts = Counter(grams)
+        if max(counts.values()) == 1:
+            return None
+        flags = [False] * starts
+        for i, gram in zip(candidates, grams, strict=True):
+            if counts[gram] > 1:
+                flags[i] = True
+        return flags
+
+    def dup_share(self, n: int, total_chars: int) -> float:
+        """Characters of the words covered by a repeated n-gram over ``total_chars``."""
+        flags = self._repeated_at(n)
+        if flags is None or total_chars == 0:
+            return 0.0
+        self.repeated[n] = flags
+        prefix = self.prefix
+        covered_chars = 0
+        covered_end = 0  # words[:covered_end] already counted
+        for i in compress(range(len(flags)), flags):
             start = max(i, covered_end)
-            covered_chars += sum(lengths[start : i + n])
+            covered_chars += prefix[i + n] - prefix[start]
             covered_end = i + n
-    return covered_chars / total_chars
+        return covered_chars / total_chars
 
 
 def check_document(text: str, config: QualityConfig) -> QualityResult:
@@ -249,18 +337,27 @@ def check_document(text: str, config: QualityConfig) -> QualityResult:
     if config.max_words is not None and n_words > config.max_words:
         return drop("gopher_max_words")
 
-    # One pass over the words for the per-word statistics.
+    # Per-word statistics, computed once per distinct word and weighted by its count.
     stop_words = frozenset(w.lower() for w in config.stop_words)
-    lengths: list[int] = []
-    n_symbol = n_alpha = n_stop = 0
-    for w in words:
-        lengths.append(len(w))
-        if "#" in w or "..." in w or "\u2026" in w:
-            n_symbol += 1
-        if w.isalpha() or _ALPHA.search(w) is not None:
-            n_alpha += 1
-        if w.strip(_PUNCT).lower() in stop_words:
-            n_stop += 1
+    lengths = list(map(len, words))
+    word_counts = Counter(words)
+    distinct = list(word_counts)
+    counts = list(word_counts.values())
+    n_symbol = 0
+    if _SYMBOL_RE.search(text) is not None:
+        n_symbol = sum(compress(counts, map(_SYMBOL_RE.search, distinct)))
+    # A word has a letter when it is all letters (``str.isalpha``, the common case) or when
+    # ``[^\W\d_]`` finds one.
+    alpha = list(map(str.isalpha, distinct))
+    n_alpha = sum(compress(counts, alpha))
+    if n_alpha < n_words:
+        others = list(map(not_, alpha))
+        n_alpha += sum(
+            compress(compress(counts, others), map(_ALPHA.search, compress(distinct, others)))
+        )
+    n_stop = sum(
+        compress(counts, map(stop_words.__contains__, map(str.lower, map(_STRIP_PUNCT, distinct))))
+    )
     total_chars = sum(lengths)
     denom = max(n_words, 1)
 
@@ -286,24 +383,15 @@ def check_document(text: str, config: QualityConfig) -> QualityResult:
     if config.min_stop_words is not None and n_stop < config.min_stop_words:
         return drop("gopher_stop_words")
 
-    # One pass over the non-blank lines.
-    n_lines = n_bullet = n_ellipsis = line_chars = dup_lines = dup_chars = 0
-    seen: set[str] = set()
-    for raw in text.split("\n"):
-        line = raw.strip()
-        if not line:
-            continue
-        n_lines += 1
-        line_chars += len(line)
-        if line.startswith(BULLETS):
-            n_bullet += 1
-        if line.endswith(ELLIPSES):
-            n_ellipsis += 1
-        if line in seen:
-            dup_lines += 1
-            dup_chars += len(line)
-        else:
-            seen.add(line)
+    # The non-blank lines, stripped; a copy counts beyond a line's first occurrence.
+    lines = list(filter(None, map(str.strip, text.split("\n"))))
+    n_lines = len(lines)
+    line_chars = sum(map(len, lines))
+    n_bullet = sum(map(methodcaller("startswith", BULLETS), lines))
+    n_ellipsis = sum(map(methodcaller("endswith", ELLIPSES), lines))
+    distinct_lines = set(lines)
+    dup_lines = n_lines - len(distinct_lines)
+    dup_chars = line_chars - sum(map(len, distinct_lines))
     line_rules = (
         ("bullet_line_fraction", n_bullet / max(n_lines, 1),
          config.max_bullet_line_fraction, "gopher_bullet_lines"),
@@ -319,11 +407,12 @@ def check_document(text: str, config: QualityConfig) -> QualityResult:
         if limit is not None and value > limit:
             return drop(reason)
 
+    ngrams = _Ngrams(words, lengths)
     for n in TOP_NGRAM_SIZES:
         limit = config.top_ngram_limit(n)
         if limit is None:
             continue
-        share = _top_ngram_share(words, n, total_chars)
+        share = ngrams.top_share(n, total_chars)
         stats[f"top_{n}gram_char_fraction"] = share
         if share > limit:
             return drop(f"gopher_top_{n}gram_chars")
@@ -334,7 +423,7 @@ def check_document(text: str, config: QualityConfig) -> QualityResult:
             continue
         # Coverage never grows with n (a repeated (n+1)-gram holds repeated n-grams over the
         # same words), so once nothing repeats the longer sizes need no counting.
-        share = _dup_ngram_share(words, lengths, n, total_chars) if share > 0 else 0.0
+        share = ngrams.dup_share(n, total_chars) if share > 0 else 0.0
         stats[f"dup_{n}gram_char_fraction"] = share
         if share > limit:
             return drop(f"gopher_dup_{n}gram_chars")
