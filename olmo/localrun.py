@@ -11,8 +11,9 @@
 4. **evaluation**: the eval worker (``olmo-eval watch``) runs beside the trainer and evaluates
    every checkpoint as it completes (``--eval-limit`` items per task); rotation keeps a
    checkpoint until it is evaluated, and a last rotation runs when the worker is done;
-5. **summary**: data-stage counts, the loss curve against the corpus's unigram entropy, the
-   eval table, plots (PNG) and where the W&B offline run is → printed and ``OUT/summary.json``.
+5. **summary**: data-stage counts (with how many documents decontamination removed, against
+   which set), the loss curve against the corpus's unigram entropy, the eval table, plots (PNG)
+   and where the W&B offline run is → printed and ``OUT/summary.json``.
 
 Every step is the same command a person (or a pod) runs; this module only starts them in
 order and collects their results. A step whose output is complete is skipped on a re-run
@@ -252,6 +253,32 @@ def _plot_eval(results: list[Path], out: Path) -> Path:
     return out
 
 
+def decontamination_report(data_summary: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """How many documents data-prep's decontamination removed and against which set (the
+    ``decontamination`` record of its ``summary.json``; the ``dropped`` counts alone for an
+    output made before data-prep recorded its set): ``(record, line to print)``."""
+    dropped = data_summary.get("dropped", {}).get("decontamination", {})
+    removed = sum(dropped.values())
+    record = data_summary.get("decontamination")
+    if not isinstance(record, dict):
+        line = f"decontamination: {removed:,} documents removed (set not recorded by data-prep)"
+        return {"set": None, "documents_removed": removed}, line
+    if not record.get("enabled", True):
+        return {"enabled": False, "documents_removed": 0}, "decontamination: off"
+    out = {
+        "enabled": True,
+        "set": record.get("name"),
+        "id": record.get("id"),
+        "paragraphs": record.get("paragraphs"),
+        "documents_removed": removed,
+    }
+    line = (
+        f"decontamination: {removed:,} documents removed against {out['set']} "
+        f"({record.get('paragraphs', 0):,} eval paragraphs)"
+    )
+    return out, line
+
+
 def summarize(out: Path, data: Path, run: Path) -> dict[str, Any]:
     _banner("summary")
     summary: dict[str, Any] = {"out": str(out)}
@@ -269,6 +296,8 @@ def summarize(out: Path, data: Path, run: Path) -> dict[str, Any]:
         total = sum(reasons.values())
         detail = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda x: -x[1]))
         print(f"  dropped at {stage:<16} {total:>5}  ({detail})")
+    summary["data"]["decontamination"], line = decontamination_report(data_summary)
+    print(line)
 
     train = [m for m in _metrics(run) if "loss" in m]
     losses = [m["loss"] for m in train]

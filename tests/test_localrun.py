@@ -32,6 +32,11 @@ def test_local_default_runs_the_whole_stack(tmp_path):
     assert data["documents_in"] == data["documents_kept"] + dropped > 1000
     manifest = json.loads((out / "data" / "manifest.json").read_text())
     assert manifest["total_tokens"] == data["tokens"]
+    # Decontaminated against the core tasks' eval data by default, and said so.
+    decontamination = data["decontamination"]
+    assert decontamination["set"].startswith("olmo-core9-")
+    removed = decontamination["documents_removed"]
+    assert f"decontamination: {removed:,} documents removed against" in proc.stdout
 
     train = summary["train"]
     assert train["steps"] == 60
@@ -49,3 +54,26 @@ def test_local_default_runs_the_whole_stack(tmp_path):
     plots = {p.split("/")[-1] for p in summary["plots"]}
     assert plots == {"loss.png", "lr.png", "throughput.png", "eval.png"}
     assert len(summary["wandb"]) == 2  # the trainer's and the eval worker's offline runs
+
+
+def test_the_summary_reports_what_decontamination_removed():
+    from olmo.localrun import decontamination_report
+
+    dropped = {"quality": {"gopher_word_count": 4}, "decontamination": {"decontaminated": 3}}
+    record = {"enabled": True, "name": "olmo-core9-1a2b3c4d", "id": "ab" * 32,
+              "paragraphs": 94673, "documents_removed": 3}  # fmt: skip
+    report, line = decontamination_report({"dropped": dropped, "decontamination": record})
+    assert line == (
+        "decontamination: 3 documents removed against olmo-core9-1a2b3c4d (94,673 eval paragraphs)"
+    )
+    assert report == {"enabled": True, "set": "olmo-core9-1a2b3c4d", "id": "ab" * 32,
+                      "paragraphs": 94673, "documents_removed": 3}  # fmt: skip
+    # Nothing removed is said too; a run with the stage off, and an older data-prep output.
+    _, line = decontamination_report({"dropped": {}, "decontamination": record})
+    assert line.startswith("decontamination: 0 documents removed against olmo-core9-1a2b3c4d")
+    off = {"dropped": {}, "decontamination": {"enabled": False, "documents_removed": 0}}
+    assert decontamination_report(off) == ({"enabled": False, "documents_removed": 0},
+                                           "decontamination: off")  # fmt: skip
+    report, line = decontamination_report({"dropped": dropped})
+    assert report == {"set": None, "documents_removed": 3}
+    assert line == "decontamination: 3 documents removed (set not recorded by data-prep)"

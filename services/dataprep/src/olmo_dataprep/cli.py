@@ -5,6 +5,12 @@
     olmo-dataprep stats OUT_DIR [--json]
     olmo-dataprep corpus OUT_DIR [--cache-dir DIR] [--sources books,docs,code]
     olmo-dataprep fetch-tokenizer [--cache-dir DIR]
+    olmo-dataprep decontam-set build [--out PATH] [--min-words 13] [--cache-dir DIR] [--force]
+    olmo-dataprep decontam-set show [PATH] [--min-words 13] [--cache-dir DIR]
+
+``decontam-set build`` makes the default decontamination set (the nine core downstream tasks'
+installed eval data; ``olmo_dataprep.decontam``) in the cache, where a default pipeline finds
+it, or at ``--out``; ``show`` prints a set file's header (default: the cached default set).
 
 In a Kubernetes Indexed Job the worker index comes from ``JOB_COMPLETION_INDEX`` when
 ``--worker-index`` is not given. Exit status: 0 done, 1 failed, 2 bad command line or pipeline,
@@ -29,7 +35,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from olmo.config import ConfigError
 from olmo.signals import EXIT_TERMINATED, Terminated, sigterm_raises
 
-__all__ = ["EXIT_TERMINATED", "Terminated", "format_summary", "main"]
+__all__ = ["EXIT_TERMINATED", "Terminated", "decontamination_line", "format_summary", "main"]
 
 log = logging.getLogger("olmo_dataprep")
 
@@ -75,7 +81,23 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{'total':<16}{docs_in:>10,}{summary['documents_kept']:>10,}{'':>8}"
         f"{summary['copies_written']:>10,}{summary['tokens']:>14,}"
     )
+    decon = summary.get("decontamination")
+    if decon is not None:
+        lines.append("")
+        lines.append(f"decontamination   {decontamination_line(decon)}")
     return "\n".join(lines)
+
+
+def decontamination_line(decon: dict[str, Any]) -> str:
+    """One line about a summary's ``decontamination`` record: off, or the set and its count."""
+    if not decon.get("enabled"):
+        return "off (decontamination.enabled: false)"
+    removed = decon.get("documents_removed")
+    removed_text = "?" if removed is None else f"{removed:,}"
+    return (
+        f"{removed_text} documents removed against {decon.get('name')} "
+        f"({decon.get('paragraphs', 0):,} eval paragraphs of >= {decon.get('min_words')} words)"
+    )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -156,6 +178,45 @@ def _cmd_fetch_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_set(header: dict[str, Any], path: Path) -> None:
+    print(f"{header['name']}: {header['count']:,} paragraphs of >= {header['min_words']} words")
+    for task, info in header.get("tasks", {}).items():
+        print(f"  {task:<14}{info['rows']:>8,} rows {info['paragraphs']:>8,} paragraphs")
+    print(f"id {header['id']}")
+    print(path)
+
+
+def _cmd_decontam_build(args: argparse.Namespace) -> int:
+    from .decontam import build_default_set, default_set
+
+    if args.min_words < 1:
+        raise ConfigError(f"--min-words must be at least 1, got {args.min_words}")
+    if args.out is not None:
+        built = build_default_set(args.min_words)
+        path = built.save(args.out)
+    else:
+        built, path, made = default_set(args.min_words, root=args.cache_dir, rebuild=args.force)
+        if not made:
+            print("cached already (--force builds it again)", file=sys.stderr)
+    _print_set(built.header, path)
+    return 0
+
+
+def _cmd_decontam_show(args: argparse.Namespace) -> int:
+    from .decontam import DecontaminationSet, default_set
+
+    if args.path is not None:
+        path = Path(args.path)
+        loaded = DecontaminationSet.load(path)
+    else:
+        loaded, path, _ = default_set(args.min_words, root=args.cache_dir)
+    if args.json:
+        print(json.dumps(loaded.header, indent=2, sort_keys=True))
+    else:
+        _print_set(loaded.header, path)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="olmo-dataprep", description="Dolma-style data preparation for OLMo pretraining."
@@ -208,6 +269,28 @@ def _parser() -> argparse.ArgumentParser:
     fetch = sub.add_parser("fetch-tokenizer", help="cache OLMo's tokenizer (from PyPI)")
     fetch.add_argument("--cache-dir", default=None)
     fetch.set_defaults(func=_cmd_fetch_tokenizer)
+
+    decon = sub.add_parser(
+        "decontam-set",
+        help="build or show the decontamination set (the core downstream tasks' eval data)",
+    )
+    decon_sub = decon.add_subparsers(dest="decontam_command", required=True)
+    build = decon_sub.add_parser(
+        "build", help="build the default set into the cache (or --out), once per eval data"
+    )
+    build.add_argument("--out", default=None, help="write the set file here instead of the cache")
+    build.add_argument("--min-words", type=int, default=13, help="shortest paragraph kept (13)")
+    build.add_argument("--cache-dir", default=None, help="default: $OLMO_CACHE_DIR or ~/.cache")
+    build.add_argument("--force", action="store_true", help="build again even if cached")
+    build.set_defaults(func=_cmd_decontam_build)
+    show = decon_sub.add_parser(
+        "show", help="print a set file's header (default: the cached default set)"
+    )
+    show.add_argument("path", nargs="?", default=None, help="a set file (default: the cache's)")
+    show.add_argument("--min-words", type=int, default=13, help="of the default set (13)")
+    show.add_argument("--cache-dir", default=None, help="default: $OLMO_CACHE_DIR or ~/.cache")
+    show.add_argument("--json", action="store_true", help="the whole header as JSON")
+    show.set_defaults(func=_cmd_decontam_show)
     return parser
 
 

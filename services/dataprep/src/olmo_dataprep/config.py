@@ -2,7 +2,7 @@
 
 Every stage has a section and an ``enabled`` switch; the thresholds default to the OLMo/Dolma
 recipe (``shared/notes/olmo-recipe.md``). Unknown keys and wrong types are errors naming the
-key. Relative paths in the file (sources, paragraph files, tokenizer, output) are resolved
+key. Relative paths in the file (sources, decontamination files, tokenizer, output) are resolved
 against the folder of the pipeline file, so a pipeline can be run from anywhere.
 
 Minimal example::
@@ -45,6 +45,7 @@ from .content import PiiConfig
 from .langid import LangIdConfig
 from .minhash import MinHashConfig
 from .quality import QualityConfig
+from .readers import DEFAULT_MAX_FILE_BYTES
 
 __all__ = [
     "DecontaminationConfig",
@@ -100,7 +101,17 @@ class SourceConfig(StrictConfig):
 
 class ReadConfig(StrictConfig):
     max_chars: PositiveInt = 1_000_000
-    """Longer documents are dropped as ``too_long`` (a huge document is usually junk)."""
+    """Longer documents are dropped as ``too_long`` (a huge document is usually junk). A JSON
+    line too long to hold such a document (``readers.max_line_bytes``: 12 bytes per character
+    and 1 MiB) is skipped as it is read, never held whole."""
+    max_file_bytes: PositiveInt = DEFAULT_MAX_FILE_BYTES
+    """At most this many bytes are read from one input file (decompressed, for gzip): the rest
+    of a larger file is one ``too_large`` read error (a gzip bomb stops here). Memory does not
+    depend on it (files are streamed); it bounds the work and the disk one file can take. The
+    default, 64 GiB, leaves wide headroom over real shards (corpora like Dolma come as many gzip
+    files of a few hundred MiB, and text compresses about 3-5x) while stopping a bomb long before
+    what a small file can expand to (deflate reaches about 1000x: 1 GiB of gzip can hold 1 TiB).
+    A real file over the cap loses its tail, counted as ``too_large`` in the summary."""
 
 
 class ParagraphDedupConfig(StrictConfig):
@@ -126,10 +137,22 @@ class PiiStageConfig(PiiConfig):
 
 
 class DecontaminationConfig(StrictConfig):
+    """What the ``decontamination`` stage compares each training paragraph with (the union of
+    ``set``, ``paragraph_files`` and ``perplexity_sets``; see ``olmo_dataprep.decontam``)."""
+
     enabled: bool = True
+    set: str = Field(default="default", min_length=1)
+    """``default``: the paragraphs of the nine core downstream tasks' installed eval data
+    (``olmo-dataprep decontam-set build``; built on first use and cached); ``none``: no set; or
+    the path of a set file written by ``olmo-dataprep decontam-set build --out PATH``."""
     paragraph_files: list[str] = Field(default_factory=list)
     """UTF-8 files with one eval paragraph per line (e.g. exported from the eval sets)."""
+    perplexity_sets: list[str] = Field(default_factory=list)
+    """Held-out perplexity sets, as ``olmo-eval --perplexity`` takes them: JSONL files
+    (``.jsonl``, ``.jsonl.gz``, ``.json``, ``.json.gz``) of ``{"text": ...}`` records, or token-shard
+    folders written by data-prep (decoded with the ``tokenizer.json`` beside their manifest)."""
     min_words: PositiveInt = 13
+    """Paragraphs (lines) shorter than this many words are neither stored nor compared."""
 
 
 class TokenizerConfig(StrictConfig):
@@ -204,6 +227,9 @@ def load_pipeline_config(
         source.paths = [_resolve(base, p) for p in source.paths]
     decon = config.decontamination
     decon.paragraph_files = [_resolve(base, p) for p in decon.paragraph_files]
+    decon.perplexity_sets = [_resolve(base, p) for p in decon.perplexity_sets]
+    if decon.set not in ("default", "none"):
+        decon.set = _resolve(base, decon.set)
     if config.tokenizer.name not in ("auto", "olmo", "train"):
         config.tokenizer.name = _resolve(base, config.tokenizer.name)
     if output is not None:

@@ -6,7 +6,8 @@
   are removed (``ParagraphDedup``); the filter is our own small numpy implementation so that a
   worker can save it and a resumed worker can continue with it;
 * decontamination: a training document is removed when any of its paragraphs of at least 13 words
-  appears, normalised, among the paragraphs of an eval set (``Decontaminator``).
+  appears, normalised, among the paragraphs of an eval set (``Decontaminator``; which eval sets,
+  built and cached how: ``olmo_dataprep.decontam``).
 
 Stdlib and numpy only; must not import torch.
 """
@@ -332,6 +333,22 @@ class Decontaminator:
         """From a paragraphs file: UTF-8 text, one eval paragraph per line."""
         with open(path, encoding="utf-8") as f:
             return cls.from_paragraphs((line.rstrip("\n") for line in f), min_words=min_words)
+
+    def add_hashes(self, hashes: Iterable[bytes]) -> None:
+        """Add paragraph keys computed elsewhere (16-byte blake2b of the normalised paragraph, as
+        ``key`` gives them), e.g. those of a cached decontamination set."""
+        for h in hashes:
+            if len(h) != _DIGEST_SIZE:
+                raise ValueError(f"a paragraph key has {_DIGEST_SIZE} bytes, got {len(h)}")
+            self._hashes.add(bytes(h))
+
+    def key(self, paragraph: str) -> bytes | None:
+        """The key of one paragraph (None when it has fewer than ``min_words`` words)."""
+        return self._key(paragraph)
+
+    def sorted_hashes(self) -> list[bytes]:
+        """Every key, sorted: the canonical (order-free) content of this decontaminator."""
+        return sorted(self._hashes)
 
     def __len__(self) -> int:
         return len(self._hashes)

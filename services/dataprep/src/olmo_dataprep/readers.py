@@ -24,6 +24,32 @@ blank (whitespace-only) lines are skipped silently. ``loc`` is ``"path:line"`` w
 physical line numbers (blank lines counted, as in an editor); for Parquet it is ``"path:row"``
 with the 0-based row index in the file.
 
+**Bounded memory.** Whatever the input, a reader holds at most one line (or one Parquet batch)
+plus a fixed buffer, never a whole file:
+
+- The stream is read in chunks of 1 MiB. A line of more than ``max_line_bytes(max_chars)`` bytes
+  (12 bytes per allowed character, the most one character can take in JSON, as a ``\\ud83d\\ude00``
+  pair of escapes, plus 1 MiB for the other fields) is discarded *while it is read*, up to its
+  newline, and yields one ``too_long`` error at its line, without an id (it is never parsed, so
+  its id, and whether it was valid JSON at all, are unknown). Such a line could not have held an
+  acceptable document unless its other fields take more than 1 MiB; a shorter line is parsed and
+  its text checked against ``max_chars`` exactly (``too_long`` then carries the record's id).
+  An over-long line of whitespace only is a blank line, as before.
+- At most ``max_file_bytes`` bytes are read from a file (decompressed bytes for gzip: a gzip
+  bomb stops there). The lines completed within the cap come through, then one ``too_large``
+  error stands for the rest of the file, located at the first line not completely read, like a
+  truncated gzip. For Parquet the cap counts the decoded Arrow data of the batches read; the
+  rows of the batch that passes it and of every later batch are each a ``too_large`` error
+  (Parquet knows its row count).
+- Parquet is read in batches of 1024 rows with buffered column-chunk reads. The format cannot
+  stream a single value: pyarrow decodes a huge text cell whole, holding it two or three times
+  while it does (decompressed page, dictionary, decoded array: a 300 MiB cell costs about
+  0.6-0.9 GiB), which is the bound for Parquet input. The reader adds no copy of its own: a cell
+  of more than ``4 * max_chars`` bytes (so certainly more than ``max_chars`` characters) is
+  rejected from the Arrow buffer without being converted to a Python string: ``too_long``, or
+  ``invalid_utf8`` / ``empty_text`` when the cell is not valid UTF-8 / only whitespace, as a
+  shorter cell would be.
+
 Truncated or corrupt gzip: the documents decoded before the damage come through, then one
 ``ReadError`` (``truncated_gzip`` when the compressed stream ends early, ``corrupt_gzip`` when
 it is not valid gzip/deflate data or fails its CRC) stands for the rest of the file, located at
@@ -39,6 +65,9 @@ Checks on a parsed record, in order: ``not_an_object`` (the line is valid JSON b
 object), ``missing_text`` (no ``text`` or null), ``text_not_string``, ``empty_text`` (empty or
 whitespace-only), ``too_long`` (more than ``max_chars`` characters), ``invalid_utf8`` (the text
 holds a lone surrogate from a ``\\ud800``-style escape, which cannot be encoded as UTF-8).
+
+Errors for a whole file's rest: ``truncated_gzip``, ``corrupt_gzip`` (above) and ``too_large``
+(more than ``max_file_bytes`` bytes read; see *Bounded memory*).
 
 Documents without an id (missing, null, empty or not a string/integer) get a stable generated id:
 a hash of the ``source`` argument and ``loc``, so the same file read through the same path gives
@@ -63,9 +92,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 __all__ = [
+    "DEFAULT_MAX_FILE_BYTES",
     "READ_ERROR_REASONS",
     "REASON_CORRUPT_GZIP",
     "REASON_CORRUPT_PARQUET",
@@ -75,6 +106,7 @@ __all__ = [
     "REASON_MISSING_TEXT",
     "REASON_NOT_AN_OBJECT",
     "REASON_TEXT_NOT_STRING",
+    "REASON_TOO_LARGE",
     "REASON_TOO_LONG",
     "REASON_TRUNCATED_GZIP",
     "SUPPORTED_SUFFIXES",
@@ -82,6 +114,7 @@ __all__ = [
     "ReadError",
     "generated_id",
     "iter_input_files",
+    "max_line_bytes",
     "read_documents",
     "shard_files",
 ]
@@ -96,6 +129,7 @@ REASON_TRUNCATED_GZIP = "truncated_gzip"
 REASON_CORRUPT_GZIP = "corrupt_gzip"
 REASON_CORRUPT_PARQUET = "corrupt_parquet"
 REASON_NOT_AN_OBJECT = "not_an_object"
+REASON_TOO_LARGE = "too_large"
 
 READ_ERROR_REASONS = (
     REASON_MALFORMED_JSON,
@@ -108,6 +142,7 @@ READ_ERROR_REASONS = (
     REASON_CORRUPT_GZIP,
     REASON_CORRUPT_PARQUET,
     REASON_NOT_AN_OBJECT,
+    REASON_TOO_LARGE,
 )
 
 _GZIP_SUFFIXES = (".json.gz", ".jsonl.gz")
@@ -117,7 +152,13 @@ SUPPORTED_SUFFIXES = _GZIP_SUFFIXES + _JSONL_SUFFIXES + _PARQUET_SUFFIXES
 
 _PARQUET_COLUMNS = ("id", "text", "source", "url", "added", "created", "metadata")
 _PARQUET_BATCH_ROWS = 1024
+_PARQUET_BUFFER_BYTES = 1 << 20
 _CHUNK_BYTES = 1 << 20
+# The most bytes one character can take in a JSON string: a supplementary-plane character
+# written as a pair of escapes, ``\\ud83d\\ude00``.
+_MAX_JSON_BYTES_PER_CHAR = 12
+_LINE_SLACK_BYTES = 1 << 20  # the record's other fields (id, url, metadata, ...)
+DEFAULT_MAX_FILE_BYTES = 64 << 30
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -171,70 +212,145 @@ def _is_supported(path: Path) -> bool:
     return path.name.lower().endswith(SUPPORTED_SUFFIXES)
 
 
+def max_line_bytes(max_chars: int) -> int:
+    """The longest JSON line read whole for a ``max_chars`` limit (see the module doc): longer
+    lines are skipped as they are read, as ``too_long``."""
+    return _MAX_JSON_BYTES_PER_CHAR * max_chars + _LINE_SLACK_BYTES
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
 def read_documents(
-    path: str | Path, *, source: str, max_chars: int = 10_000_000
+    path: str | Path,
+    *,
+    source: str,
+    max_chars: int = 10_000_000,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> Iterator[Document | ReadError]:
     """Yield one ``Document`` or ``ReadError`` per input document of ``path`` (see module doc).
 
-    Raises ``ValueError`` for an unsupported extension or a bad ``max_chars`` and ``OSError``
-    for a missing or unreadable file (checked when iteration starts); never for bad content.
+    Raises ``ValueError`` for an unsupported extension or a bad ``max_chars`` /
+    ``max_file_bytes`` and ``OSError`` for a missing or unreadable file (checked when iteration
+    starts); never for bad content.
     """
-    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
-        raise ValueError(f"max_chars must be a positive integer, got {max_chars!r}")
+    _positive_int("max_chars", max_chars)
+    _positive_int("max_file_bytes", max_file_bytes)
     path = Path(path)
     fmt = _format_of(path)
     if fmt == "parquet":
-        return _read_parquet(path, source=source, max_chars=max_chars)
-    return _read_jsonl(path, source=source, max_chars=max_chars, gzipped=fmt == "gzip")
+        return _read_parquet(
+            path, source=source, max_chars=max_chars, max_file_bytes=max_file_bytes
+        )
+    return _read_jsonl(
+        path,
+        source=source,
+        max_chars=max_chars,
+        max_file_bytes=max_file_bytes,
+        gzipped=fmt == "gzip",
+    )
 
 
-def _iter_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
-    """``(1-based line number, line without its newline)``; a partial line at a failed read is
-    dropped (the read's exception propagates)."""
-    pending: list[bytes] = []
+class _TooLarge(Exception):
+    """More than ``max_file_bytes`` bytes in a file (raised by ``_iter_lines``)."""
+
+
+def _is_blank(data: bytes) -> bool:
+    return not data or data.isspace()
+
+
+def _iter_lines(
+    stream: IO[bytes], *, max_line_bytes: int, max_file_bytes: int
+) -> Iterator[tuple[int, bytes | None]]:
+    """``(1-based line number, line without its newline)``, read ``_CHUNK_BYTES`` at a time.
+
+    A line of more than ``max_line_bytes`` bytes is dropped as it is read, never held whole:
+    it comes as ``(line number, None)``, or as an empty line when it is whitespace only. A
+    partial line at a failed read is dropped (the read's exception propagates). Past
+    ``max_file_bytes`` bytes, the lines completed within them come through, then ``_TooLarge``
+    is raised.
+    """
+    pending: list[bytes] = []  # the start of the line being read
+    pending_bytes = 0
+    skipping = False  # the line being read is too long: discarded up to its newline
+    skipped_blank = True  # ... and whitespace only so far
     lineno = 0
+    total = 0
     while True:
         chunk = stream.read1(_CHUNK_BYTES)  # type: ignore[attr-defined]
         if not chunk:
             break
+        total += len(chunk)
+        over = total > max_file_bytes
+        if over:
+            chunk = chunk[: len(chunk) - (total - max_file_bytes)]
         start = 0
-        while True:
+        while start <= len(chunk):
             nl = chunk.find(b"\n", start)
-            if nl < 0:
-                if start < len(chunk):
-                    pending.append(chunk[start:])
-                break
-            piece = chunk[start:nl]
-            if pending:
-                pending.append(piece)
-                piece = b"".join(pending)
+            end = len(chunk) if nl < 0 else nl
+            if not skipping and pending_bytes + end - start > max_line_bytes:
+                skipping = True
+                skipped_blank = all(_is_blank(p) for p in pending)
                 pending.clear()
+                pending_bytes = 0
+            if skipping:
+                skipped_blank = skipped_blank and _is_blank(chunk[start:end])
+            elif end > start:
+                pending.append(chunk[start:end])
+                pending_bytes += end - start
+            if nl < 0:
+                break
             lineno += 1
-            yield lineno, piece
+            if skipping:
+                yield lineno, (b"" if skipped_blank else None)
+                skipping = False
+            else:
+                yield lineno, (b"".join(pending) if len(pending) != 1 else pending[0])
+                pending.clear()
+                pending_bytes = 0
             start = nl + 1
-    if pending:
+        if over:
+            raise _TooLarge(f"more than {max_file_bytes} bytes")
+    if skipping:
+        yield lineno + 1, (b"" if skipped_blank else None)
+    elif pending:
         yield lineno + 1, b"".join(pending)
 
 
 def _read_jsonl(
-    path: Path, *, source: str, max_chars: int, gzipped: bool
+    path: Path, *, source: str, max_chars: int, max_file_bytes: int, gzipped: bool
 ) -> Iterator[Document | ReadError]:
     damaged: tuple[type[BaseException], ...] = (
         (EOFError, gzip.BadGzipFile, zlib.error) if gzipped else ()
     )
+    line_limit = max_line_bytes(max_chars)
     with gzip.open(path, "rb") if gzipped else open(path, "rb") as stream:
-        lines = _iter_lines(stream)  # type: ignore[arg-type]
+        lines = _iter_lines(
+            stream,  # type: ignore[arg-type]
+            max_line_bytes=line_limit,
+            max_file_bytes=max_file_bytes,
+        )
         last = 0
         while True:
             try:
                 lineno, raw = next(lines)
             except StopIteration:
                 break
+            except _TooLarge as exc:
+                yield ReadError(source, f"{path}:{last + 1}", REASON_TOO_LARGE, detail=str(exc))
+                break
             except damaged as exc:
                 reason = REASON_TRUNCATED_GZIP if isinstance(exc, EOFError) else REASON_CORRUPT_GZIP
                 yield ReadError(source, f"{path}:{last + 1}", reason, detail=str(exc))
                 break
             last = lineno
+            if raw is None:
+                detail = f"a line of more than {line_limit} bytes, skipped unread"
+                yield ReadError(source, f"{path}:{lineno}", REASON_TOO_LONG, detail=detail)
+                continue
             if not raw.strip():
                 continue
             yield _parse_line(
@@ -347,18 +463,59 @@ class _BadCell:
     """Stands for a Parquet cell that could not be converted to a Python value."""
 
 
-def _read_parquet(path: Path, *, source: str, max_chars: int) -> Iterator[Document | ReadError]:
+def _screen_long_texts(
+    batch: pa.RecordBatch, max_chars: int
+) -> tuple[pa.RecordBatch, dict[int, tuple[str, str]]]:
+    """Find the text cells of more than ``4 * max_chars`` bytes (so more than ``max_chars``
+    characters) without converting them to Python. Returns the batch with those cells made null
+    and, by row in the batch, their ``(reason, detail)``: ``too_long``, or ``invalid_utf8`` /
+    ``empty_text`` as a shorter cell would get."""
+    if "text" not in batch.schema.names:
+        return batch, {}
+    index = batch.schema.get_field_index("text")
+    column = batch.column(index)
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return batch, {}
+    lengths = pc.binary_length(column)
+    over = pc.fill_null(pc.greater(lengths, 4 * max_chars), False)
+    rows = pc.indices_nonzero(over).to_pylist()
+    if not rows:
+        return batch, {}
+    errors: dict[int, tuple[str, str]] = {}
+    for row in rows:
+        cell = column.slice(row, 1)
+        try:
+            cell.validate(full=True)  # the UTF-8 check a conversion would make
+        except pa.ArrowInvalid as exc:
+            errors[row] = (REASON_INVALID_UTF8, str(exc))
+            continue
+        if pc.utf8_is_space(cell)[0].as_py():
+            errors[row] = (REASON_EMPTY_TEXT, "")
+        else:
+            detail = f"{lengths[row].as_py()} bytes, more than {max_chars} characters"
+            errors[row] = (REASON_TOO_LONG, detail)
+    # A take with null indices, not if_else, which sizes its output by the cells it drops.
+    picks = pa.array([None if row in errors else row for row in range(len(column))], pa.int64())
+    return batch.set_column(index, "text", column.take(picks)), errors
+
+
+def _read_parquet(
+    path: Path, *, source: str, max_chars: int, max_file_bytes: int
+) -> Iterator[Document | ReadError]:
     with open(path, "rb") as stream:  # I/O errors raise here; anything after is the content
         try:
-            parquet = pq.ParquetFile(stream)
+            parquet = pq.ParquetFile(stream, buffer_size=_PARQUET_BUFFER_BYTES)
             num_rows = parquet.metadata.num_rows
             names = set(parquet.schema_arrow.names)
         except (pa.ArrowException, OSError, ValueError) as exc:
             yield ReadError(source, f"{path}:0", REASON_CORRUPT_PARQUET, detail=str(exc))
             return
         columns = [name for name in _PARQUET_COLUMNS if name in names]
-        batches = parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns)
+        batches = parquet.iter_batches(
+            batch_size=_PARQUET_BATCH_ROWS, columns=columns, use_threads=False
+        )
         row = 0
+        total = 0
         while True:
             try:
                 batch = next(batches)
@@ -370,9 +527,21 @@ def _read_parquet(path: Path, *, source: str, max_chars: int) -> Iterator[Docume
                         source, f"{path}:{lost}", REASON_CORRUPT_PARQUET, detail=str(exc)
                     )
                 return
-            for record in _batch_rows(batch):
+            total += batch.nbytes
+            if total > max_file_bytes:
+                detail = f"more than {max_file_bytes} bytes of decoded data"
+                for lost in range(row, max(num_rows, row + 1)):
+                    yield ReadError(source, f"{path}:{lost}", REASON_TOO_LARGE, detail=detail)
+                return
+            batch, screened = _screen_long_texts(batch, max_chars)
+            for i, record in enumerate(_batch_rows(batch)):
                 loc = f"{path}:{row}"
                 row += 1
+                if i in screened:
+                    reason, detail = screened[i]
+                    own_id = _record_id(record.get("id"))
+                    yield ReadError(source, loc, reason, id=own_id, detail=detail)
+                    continue
                 if isinstance(record.get("text"), _BadCell):
                     own_id = _record_id(record.get("id"))
                     yield ReadError(source, loc, REASON_INVALID_UTF8, id=own_id)

@@ -231,7 +231,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         results = evaluate(path, **options, verify=not args.no_verify, progress=not args.quiet)
     except (CheckpointError, TokenizerNotFound) as e:
         raise UsageError(str(e)) from None
+    decontamination = records.training_decontamination(path)
+    if decontamination is not None:  # a trainer checkpoint: its training data's set(s)
+        results = {**results, "decontamination": decontamination}
     table = format_table(results)
+    if decontamination is not None:
+        names = ", ".join(records.decontamination_names(decontamination)) or "unknown"
+        table += f"\ntraining data decontaminated against: {names}"
     if args.output == "-":
         print(table, file=sys.stderr)
         print(json.dumps(results, indent=1, sort_keys=True))

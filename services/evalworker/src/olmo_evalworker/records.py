@@ -14,7 +14,12 @@ every file): results and failure records carry it, so a record left by an earlie
 that had the same step (a run restarted from scratch into the same folder) is never mistaken
 for one about the current checkpoint.
 
-Standard library only (plus the torch-free ``olmo.checkpoints`` and ``olmo.fileio``).
+Results also name the decontamination set the checkpoint's training data were prepared with
+(``training_decontamination``): data-prep records it in the ``summary.json`` beside each
+dataset's ``manifest.json``, and the checkpoint's ``config.yaml`` names the datasets
+(``data.paths``).
+
+Standard library and PyYAML only (plus the torch-free ``olmo.checkpoints`` and ``olmo.fileio``).
 """
 
 from __future__ import annotations
@@ -37,12 +42,14 @@ __all__ = [
     "WANDB_ID_FILE",
     "append_metrics_line",
     "complete_sha256",
+    "decontamination_names",
     "eval_dir",
     "failure_path",
     "flat_metrics",
     "headlines",
     "metrics_path",
     "read_metrics",
+    "training_decontamination",
     "verification_problem",
     "write_json",
 ]
@@ -51,6 +58,9 @@ FAILED_SUFFIX = ".failed.json"
 METRICS_FILE = "metrics.jsonl"
 WANDB_ID_FILE = "wandb-id"
 LOCK_FILE = "worker.lock"
+DATA_SUMMARY = "summary.json"
+"""What data-prep writes beside ``manifest.json``; its ``decontamination`` record names the set."""
+_DECONTAMINATION_KEYS = ("enabled", "name", "id", "paragraphs", "min_words", "documents_removed")
 
 
 def eval_dir(run_dir: str | os.PathLike[str]) -> Path:
@@ -164,3 +174,71 @@ def append_metrics_line(run_dir: str | os.PathLike[str], line: Mapping[str, Any]
         f.flush()
         os.fsync(f.fileno())
     return True
+
+
+def _data_folders(checkpoint: Path) -> list[tuple[str, Path | None]]:
+    """``(data path as configured, its folder or None when not found)`` for each of the run
+    config's ``data.paths`` (relative paths: as given, then relative to the run dir)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((checkpoint / layout.CONFIG_FILE).read_text()) or {}
+        paths = config.get("data", {}).get("paths", []) or []
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return []
+    run_dir = checkpoint.parent.parent
+    out: list[tuple[str, Path | None]] = []
+    for raw in paths:
+        data = Path(str(raw))
+        candidates = [data] if data.is_absolute() else [data, run_dir / data]
+        found = None
+        for candidate in candidates:
+            if candidate.exists():
+                found = candidate if candidate.is_dir() else candidate.parent
+                break
+        out.append((str(raw), found))
+    return out
+
+
+def training_decontamination(checkpoint: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Which decontamination set the checkpoint's training data were prepared with, from the
+    data-prep ``summary.json`` beside each of the run config's datasets::
+
+        {"sets": ["olmo-core9-1a2b3c4d"],             # distinct set names, sorted
+         "data": [{"path": ..., "enabled": true, "name": ..., "id": ..., "paragraphs": ...,
+                   "min_words": 13, "documents_removed": 5}]}
+
+    A dataset without that record has ``name: null`` and a ``note`` saying why (not a data-prep
+    output, or prepared before sets were recorded); ``enabled: false`` means it was prepared
+    with the stage off. None when the checkpoint has no run config (e.g. an HF directory)."""
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / layout.CONFIG_FILE).is_file():
+        return None
+    data: list[dict[str, Any]] = []
+    for raw, folder in _data_folders(checkpoint):
+        entry: dict[str, Any] = {"path": raw, "name": None}
+        summary = None
+        if folder is None:
+            entry["note"] = "not found"
+        else:
+            entry["path"] = str(folder)
+            try:
+                summary = json.loads((folder / DATA_SUMMARY).read_text())
+            except (OSError, ValueError):
+                entry["note"] = f"no readable {DATA_SUMMARY} (not a data-prep output)"
+        if isinstance(summary, dict):
+            record = summary.get("decontamination")
+            if isinstance(record, Mapping):
+                entry.update({k: record[k] for k in _DECONTAMINATION_KEYS if k in record})
+            else:
+                entry["note"] = f"{DATA_SUMMARY} has no decontamination record (older data-prep)"
+        data.append(entry)
+    return {"sets": decontamination_names({"data": data}), "data": data}
+
+
+def decontamination_names(record: Mapping[str, Any] | None) -> list[str]:
+    """The distinct set names of a ``training_decontamination`` record, sorted."""
+    if not isinstance(record, Mapping):
+        return []
+    names = {d.get("name") for d in record.get("data") or [] if isinstance(d, Mapping)}
+    return sorted(n for n in names if isinstance(n, str))

@@ -261,12 +261,17 @@ class Watcher:
         started: float,
     ) -> dict[str, Any]:
         """Step and tokens from the checkpoint layout (the contract wins over what the evaluator
-        says), plus the worker's block: identity, timing, attempts."""
+        says), the decontamination set(s) of the training data (``decontamination``, see
+        ``records.training_decontamination``), plus the worker's block: identity, timing,
+        attempts."""
         marker = layout.read_complete(path) or {}
         results["step"] = step
         if results.get("tokens") is None:
             results["tokens"] = marker.get("tokens")
         results.setdefault("checkpoint", str(path))
+        decontamination = records.training_decontamination(path)
+        if decontamination is not None:
+            results["decontamination"] = decontamination
         results["evalworker"] = {
             "complete_sha256": identity,
             "attempt": attempt,
@@ -298,6 +303,7 @@ class Watcher:
                 "complete_sha256": worker.get("complete_sha256"),
                 "seconds": seconds,
                 "finished_at": worker.get("finished_at"),
+                "decontamination": _set_names(results),
                 **records.flat_metrics(results),
             }
             records.append_metrics_line(self.run_dir, line)
@@ -455,6 +461,12 @@ class Watcher:
 
     def close(self) -> None:
         self._tell(lambda sink: sink.close())
+
+
+def _set_names(results: Mapping[str, Any]) -> str | None:
+    """The decontamination set name(s) of a result, comma-separated; None when unknown."""
+    names = records.decontamination_names(results.get("decontamination"))
+    return ",".join(names) or None
 
 
 def _worker_block(results: Mapping[str, Any]) -> Mapping[str, Any]:

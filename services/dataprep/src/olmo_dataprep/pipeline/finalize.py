@@ -23,7 +23,7 @@ from olmo.data.shards import ShardInfo, write_manifest
 from ..config import PipelineConfig, config_hash
 from ..tokenizer import TextTokenizer
 from .plan import InputFile, Layout, PipelineError
-from .tables import KEPT, STAGES, read_json, write_json
+from .tables import KEPT, STAGES, iter_batches, read_json, write_json
 
 
 def summarize(
@@ -45,21 +45,18 @@ def summarize(
     }
     dropped: dict[str, Counter[str]] = defaultdict(Counter)
     for f in files:
-        table = pq.read_table(
-            layout.accounting_table(f), columns=["stage", "reason", "tokens", "copies"]
-        ).to_pydict()
         src = per_source[f.source]
         src["files"] += 1
-        for stage, reason, tokens, copies in zip(
-            table["stage"], table["reason"], table["tokens"], table["copies"], strict=True
-        ):
-            src["documents_in"] += 1
-            if stage == KEPT:
-                src["documents_kept"] += 1
-                src["copies_written"] += copies
-                src["tokens"] += tokens * copies
-            else:
-                dropped[stage][reason] += 1
+        columns = ["stage", "reason", "tokens", "copies"]
+        for table in iter_batches(layout.accounting_table(f), columns):
+            for stage, reason, tokens, copies in zip(*(table[c] for c in columns), strict=True):
+                src["documents_in"] += 1
+                if stage == KEPT:
+                    src["documents_kept"] += 1
+                    src["copies_written"] += copies
+                    src["tokens"] += tokens * copies
+                else:
+                    dropped[stage][reason] += 1
     docs_in = sum(s["documents_in"] for s in per_source.values())
     kept = sum(s["documents_kept"] for s in per_source.values())
     ordered = {stage: dict(sorted(dropped[stage].items())) for stage in STAGES if stage in dropped}
@@ -83,12 +80,17 @@ def finalize(
     files: Sequence[InputFile],
     rates: dict[str, float],
     tokenizer: TextTokenizer,
+    decontamination: dict[str, Any],
 ) -> dict[str, Any]:
-    """Write ``summary.json``, then ``manifest.json``; return the summary."""
+    """Write ``summary.json``, then ``manifest.json``; return the summary. ``decontamination``
+    is ``decontam.load_decontaminator``'s record of the set used; the summary keeps it with the
+    number of documents it removed."""
     shards: list[ShardInfo] = []
     for f in files:
         shards.extend(ShardInfo.from_dict(s) for s in read_json(layout.final_done(f))["shards"])
     summary = summarize(layout, config, files, rates)
+    removed = sum(summary["dropped"].get("decontamination", {}).values())
+    summary["decontamination"] = {**decontamination, "documents_removed": removed}
     write_json(layout.summary, summary)
     identity = dict(tokenizer.identity())
     identity["path"] = layout.tokenizer.name

@@ -1,8 +1,9 @@
 """Phase 1, map (per file, parallel): read, language ID, hashes (URL, normalised text,
 paragraphs, MinHash) and the per-document stages that need no other document (quality, bad
-words, PII masking) → ``work/map/fNNNNNN.parquet``. Within a worker the files are mapped in a
-process pool when several CPUs are usable; a stop (SIGTERM) kills the pool rather than waiting
-for it."""
+words, PII masking) → ``work/map/fNNNNNN.parquet``, written one row group at a time as the file
+is read (``tables.TableWriter``: at most ``GROUP_ROWS`` rows or ``GROUP_TEXT_CHARS`` characters of
+text held), renamed into place when complete. Within a worker the files are mapped in a process
+pool when several CPUs are usable; a stop (SIGTERM) kills the pool rather than waiting for it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 from tqdm import tqdm
 
 from ..badwords import REASON_BAD_WORDS, BadWordsFilter
@@ -29,7 +29,7 @@ from ..quality import check_document
 from ..readers import Document, ReadError, generated_id, read_documents
 from .plan import InputFile, Layout
 from .progress import StageTimer, progress_bar
-from .tables import MAP_SCHEMA, write_table
+from .tables import GROUP_ROWS, GROUP_TEXT_CHARS, MAP_SCHEMA, TableWriter
 
 log = logging.getLogger("olmo_dataprep")
 
@@ -42,23 +42,37 @@ class Mapper:
         self.langid = LanguageIdentifier() if config.langid.enabled else None
         self.bad_words = BadWordsFilter(config.bad_words) if config.bad_words.enabled else None
 
-    def map_file(self, f: InputFile, timer: StageTimer, progress: tqdm) -> pa.Table:
+    def map_file(self, f: InputFile, out: Path, timer: StageTimer, progress: tqdm) -> int:
+        """Map one file into the table ``out`` (written as it goes); return its row count."""
         cfg = self.config
-        rows: dict[str, list[Any]] = {name: [] for name in MAP_SCHEMA.names}
-        items = read_documents(f.path, source=f.source, max_chars=cfg.read.max_chars)
-        pos = 0
-        while True:
-            with timer.stage("read"):
-                item = next(items, None)
-            if item is None:
-                break
-            row = self._map_item(f, item, timer)
-            row["pos"] = pos
-            pos += 1
-            for name in MAP_SCHEMA.names:
-                rows[name].append(row.get(name))
-            progress.update(1)
-        return pa.table(rows, schema=MAP_SCHEMA)
+        items = read_documents(
+            f.path,
+            source=f.source,
+            max_chars=cfg.read.max_chars,
+            max_file_bytes=cfg.read.max_file_bytes,
+        )
+        with TableWriter(out, MAP_SCHEMA) as table:
+            rows: dict[str, list[Any]] = {name: [] for name in MAP_SCHEMA.names}
+            chars = 0
+            pos = 0
+            while True:
+                with timer.stage("read"):
+                    item = next(items, None)
+                if item is None:
+                    break
+                row = self._map_item(f, item, timer)
+                row["pos"] = pos
+                pos += 1
+                for name in MAP_SCHEMA.names:
+                    rows[name].append(row.get(name))
+                chars += len(row.get("text") or "")
+                progress.update(1)
+                if pos % GROUP_ROWS == 0 or chars >= GROUP_TEXT_CHARS:
+                    table.write(rows)
+                    rows = {name: [] for name in MAP_SCHEMA.names}
+                    chars = 0
+            table.write(rows)
+        return pos
 
     def _map_item(
         self, f: InputFile, item: Document | ReadError, timer: StageTimer
@@ -135,9 +149,8 @@ def map_in_process(config_json: str, f: InputFile, out: Path) -> tuple[int, dict
         _PROCESS_MAPPER = Mapper(PipelineConfig.model_validate_json(config_json))
     timer = StageTimer()
     with progress_bar(None, "", "doc", True) as silent:
-        table = _PROCESS_MAPPER.map_file(f, timer, silent)
-    write_table(out, table)
-    return table.num_rows, {**timer.seconds, **{f"{k}#docs": v for k, v in timer.docs.items()}}
+        rows = _PROCESS_MAPPER.map_file(f, out, timer, silent)
+    return rows, {**timer.seconds, **{f"{k}#docs": v for k, v in timer.docs.items()}}
 
 
 def run_map_phase(
@@ -155,10 +168,9 @@ def run_map_phase(
         mapper = Mapper(config) if todo else None
         for f in todo:
             assert mapper is not None
-            table = mapper.map_file(f, timer, bar)
-            write_table(layout.map_table(f), table)
+            rows = mapper.map_file(f, layout.map_table(f), timer, bar)
             if quiet:
-                log.info("mapped %s (%s): %d documents", f.path, f.source, table.num_rows)
+                log.info("mapped %s (%s): %d documents", f.path, f.source, rows)
         return
     context = multiprocessing.get_context("spawn")  # no fork: the parent may hold threads
     config_json = config.model_dump_json()

@@ -15,14 +15,14 @@ from olmo.data.shards import read_manifest
 
 from .. import __version__
 from ..config import PipelineConfig, config_hash
-from ..dedup import Decontaminator
+from ..decontam import load_decontaminator
 from .dedup_phase import dedup_pass
 from .finalize import finalize
 from .map_phase import run_map_phase
 from .mix_phase import mix_file, source_rates
 from .plan import InputFile, Layout, PipelineError, plan_inputs, worker_files
 from .progress import StageTimer, progress_bar
-from .run_tokenizer import load_run_tokenizer, settle_tokenizer
+from .run_tokenizer import load_run_tokenizer, settle_tokenizer, trains_tokenizer
 from .tables import read_json, write_json
 from .tokenize_phase import tokenize_file
 
@@ -63,13 +63,17 @@ def _wait_for(paths: Sequence[Path], what: str, timeout_s: float, quiet: bool) -
         missing = [p for p in missing if not p.exists()]
 
 
-def _check_output(layout: Layout, config: PipelineConfig, files: Sequence[InputFile]) -> str:
-    """Pin the run's identity in ``work/config.json``; refuse a different pipeline."""
+def _check_output(
+    layout: Layout, config: PipelineConfig, files: Sequence[InputFile], decontamination: str | None
+) -> str:
+    """Pin the run's identity in ``work/config.json``; refuse a different pipeline (or the same
+    one with another decontamination set, e.g. after the eval data changed)."""
     digest = config_hash(config)
     record = {
         "pipeline_config_hash": digest,
         "files": [[f.source, str(f.path)] for f in files],
         "dataprep_version": __version__,
+        "decontamination_id": decontamination,
     }
     if layout.config.exists():
         existing = read_json(layout.config)
@@ -102,8 +106,10 @@ def run_pipeline(
         shutil.rmtree(layout.out)
     files = plan_inputs(config)
     mine = worker_files(files, worker_index, num_workers)
+    # The decontamination set before any work: without it (no eval data) the run fails now.
+    decon, decon_info = load_decontaminator(config)
     layout.out.mkdir(parents=True, exist_ok=True)
-    digest = _check_output(layout, config, files)
+    digest = _check_output(layout, config, files, decon_info.get("id"))
     result = RunResult(layout.out, worker_index, num_workers, len(mine), 0, False)
     if layout.manifest.exists() and read_manifest(layout.out).pipeline_config_hash == digest:
         if not quiet:
@@ -122,23 +128,18 @@ def run_pipeline(
         run_map_phase(layout, config, todo, timer, bar, quiet)
     _wait_for([layout.map_table(f) for f in files], "mapped files", timeout, quiet)
 
-    # 2. dedup, tokenizer
+    # 2. dedup, tokenizer (decisions kept for this worker's files, all when training on them)
+    settles = worker_index == 0 and not layout.tokenizer.exists()
+    keep = None if settles and trains_tokenizer(config) else {f.index for f in mine}
     with timer.stage("dedup", docs=0):
-        decisions = dedup_pass(layout, files, config, timer)
-    if worker_index == 0 and not layout.tokenizer.exists():
+        decisions = dedup_pass(layout, files, config, timer, keep)
+    if settles:
         with timer.stage("tokenizer"):
             settle_tokenizer(layout, config, files, decisions, quiet=quiet)
     _wait_for([layout.tokenizer], "tokenizer", timeout, quiet)
     tokenizer = load_run_tokenizer(layout, config)
 
     # 3. tokenize
-    decon = None
-    if config.decontamination.enabled and config.decontamination.paragraph_files:
-        decon = Decontaminator(min_words=config.decontamination.min_words)
-        for path in config.decontamination.paragraph_files:
-            with open(path, encoding="utf-8") as stream:
-                for line in stream:
-                    decon.add_text(line.rstrip("\n"))
     todo = [f for f in mine if not layout.tok_done(f).exists()]
     with progress_bar(None, f"tokenize [worker {worker_index}]", "tok", quiet) as bar:
         for f in todo:
@@ -156,7 +157,7 @@ def run_pipeline(
         write_json(layout.final_done(f), {"shards": [s.to_dict() for s in shards]})
     if worker_index == 0:
         _wait_for([layout.final_done(f) for f in files], "mixed files", timeout, quiet)
-        result.summary = finalize(layout, config, files, rates, tokenizer)
+        result.summary = finalize(layout, config, files, rates, tokenizer, decon_info)
         result.finalized = True
     result.timings = {
         "wall_s": time.perf_counter() - started,

@@ -8,8 +8,6 @@ import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from ..config import PipelineConfig
 from ..tokenizer import (
     OLMO_TOKENIZER,
@@ -20,6 +18,7 @@ from ..tokenizer import (
 )
 from .dedup_phase import FileDecisions, remove_paragraphs
 from .plan import InputFile, Layout
+from .tables import iter_batches
 
 log = logging.getLogger("olmo_dataprep")
 
@@ -30,11 +29,17 @@ def _kept_texts(
     layout: Layout, files: Sequence[InputFile], decisions: dict[int, FileDecisions]
 ) -> Iterator[str]:
     for f in files:
-        table = pq.read_table(layout.map_table(f), columns=["pos", "stage", "text"]).to_pydict()
         dec = decisions[f.index]
-        for pos, stage, text in zip(table["pos"], table["stage"], table["text"], strict=True):
-            if stage is None and pos not in dec.drops and text is not None:
-                yield remove_paragraphs(text, dec.removed.get(pos, ()))
+        for table in iter_batches(layout.map_table(f), ["pos", "stage", "text"]):
+            for pos, stage, text in zip(table["pos"], table["stage"], table["text"], strict=True):
+                if stage is None and dec.drop(pos) is None and text is not None:
+                    yield remove_paragraphs(text, dec.removed(pos))
+
+
+def trains_tokenizer(config: PipelineConfig) -> bool:
+    """Whether ``settle_tokenizer`` trains one (and so reads the kept text of every file)."""
+    name = config.tokenizer.name
+    return name == "train" or (name == "auto" and cached_olmo_tokenizer() is None)
 
 
 def settle_tokenizer(

@@ -1,13 +1,17 @@
 """Phase 3, tokenize (per file): remove the duplicate paragraphs, decontaminate, tokenize the
 kept documents in batches → staging shards in ``work/tok/`` and the per-document decisions
-(``work/tok/fNNNNNN.parquet``, one row per input item)."""
+(``work/tok/fNNNNNN.parquet``, one row per input item).
+
+The map table is read one row group at a time; each group's kept texts are tokenized with the
+tokenizer's batch API (``TextTokenizer.encode_batch``, ``tokenizer.batch_size`` texts a call),
+appended to the staging shards, and the group's decisions written as one row group of the
+decision table, so at most one group of rows is held (the output does not depend on the
+grouping: each text is encoded on its own)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from olmo.data.shards import ShardWriter
@@ -18,7 +22,9 @@ from ..tokenizer import TextTokenizer
 from .dedup_phase import FileDecisions, remove_paragraphs
 from .plan import InputFile, Layout
 from .progress import StageTimer
-from .tables import DECISION_SCHEMA, KEPT, write_json, write_table
+from .tables import DECISION_SCHEMA, KEPT, TableWriter, iter_batches, write_json
+
+_MAP_COLUMNS = ("pos", "id", "loc", "stage", "reason", "text")
 
 
 def tokenize_file(
@@ -32,25 +38,8 @@ def tokenize_file(
     progress: tqdm,
 ) -> None:
     """One file's decisions and staging shards (see the module doc)."""
-    table = pq.read_table(
-        layout.map_table(f), columns=["pos", "id", "loc", "stage", "reason", "text"]
-    )
-    data = table.to_pydict()
-    rows: dict[str, list[Any]] = {name: [] for name in DECISION_SCHEMA.names}
-    batch: list[tuple[int, str, str, str]] = []  # (row, id, loc, text)
-    tokens_col: list[int] = []
     skip = set(config.source(f.source).skip)
-
-    def add_row(doc_id: str, loc: str, stage: str, reason: str | None) -> int:
-        rows["id"].append(doc_id)
-        rows["source"].append(f.source)
-        rows["file"].append(str(f.path))
-        rows["loc"].append(loc)
-        rows["stage"].append(stage)
-        rows["reason"].append(reason)
-        tokens_col.append(0)
-        return len(tokens_col) - 1
-
+    batch_size = config.tokenizer.batch_size
     writer = ShardWriter(
         layout.tok_dir(),
         dtype=tokenizer.dtype,
@@ -58,42 +47,51 @@ def tokenize_file(
         max_tokens_per_shard=config.shards.max_tokens_per_shard,
         prefix=f.key,
     )
-
-    def flush() -> None:
-        if not batch:
-            return
-        with timer.stage("tokenize", docs=len(batch)):
-            encoded = tokenizer.encode_batch([text for *_, text in batch])
-            for (row, doc_id, loc, _), ids in zip(batch, encoded, strict=True):
-                writer.add_document(ids, doc_id=doc_id, source=f.source, loc=loc)
-                tokens_col[row] = len(ids) + 1
-        progress.update(sum(len(ids) + 1 for ids in encoded))
-        progress.set_postfix_str(f"{f.source}: {f.path.name}", refresh=False)
-        batch.clear()
-
-    with writer:
-        for pos, doc_id, loc, stage, reason, text in zip(
-            *(data[c] for c in ("pos", "id", "loc", "stage", "reason", "text")), strict=True
-        ):
-            if stage is not None:
-                add_row(doc_id, loc, stage, reason)
-                continue
-            if pos in decisions.drops:
-                add_row(doc_id, loc, *decisions.drops[pos])
-                continue
-            if pos in decisions.removed:
-                text = remove_paragraphs(text, decisions.removed[pos])
-            if decon is not None and "decontamination" not in skip:
-                with timer.stage("decontamination"):
-                    hit = decon.check(text)
-                if hit is not None:
-                    add_row(doc_id, loc, "decontamination", hit)
-                    continue
-            batch.append((add_row(doc_id, loc, KEPT, None), doc_id, loc, text))
-            if len(batch) >= config.tokenizer.batch_size:
-                flush()
-        flush()
-    rows["tokens"] = tokens_col
-    rows["copies"] = [1 if stage == KEPT else 0 for stage in rows["stage"]]
-    write_table(layout.tok_table(f), pa.table(rows, schema=DECISION_SCHEMA))
+    with writer, TableWriter(layout.tok_table(f), DECISION_SCHEMA) as out:
+        for data in iter_batches(layout.map_table(f), _MAP_COLUMNS):
+            rows: dict[str, list[Any]] = {name: [] for name in DECISION_SCHEMA.names}
+            kept: list[int] = []  # rows (in ``rows``) of the kept documents
+            texts: list[str] = []
+            for pos, doc_id, loc, stage, reason, text in zip(
+                *(data[c] for c in _MAP_COLUMNS), strict=True
+            ):
+                if stage is None:
+                    drop = decisions.drop(pos)
+                    if drop is not None:
+                        stage, reason = drop
+                    else:
+                        removed = decisions.removed(pos)
+                        if removed:
+                            text = remove_paragraphs(text, removed)
+                        hit = None
+                        if decon is not None and "decontamination" not in skip:
+                            with timer.stage("decontamination"):
+                                hit = decon.check(text)
+                        if hit is not None:
+                            stage, reason = "decontamination", hit
+                        else:
+                            stage = KEPT
+                            kept.append(len(rows["id"]))
+                            texts.append(text)
+                rows["id"].append(doc_id)
+                rows["loc"].append(loc)
+                rows["stage"].append(stage)
+                rows["reason"].append(reason)
+                rows["tokens"].append(0)
+                rows["copies"].append(1 if stage == KEPT else 0)
+            count = len(rows["id"])
+            rows["source"] = [f.source] * count
+            rows["file"] = [str(f.path)] * count
+            for start in range(0, len(texts), batch_size):
+                chunk = texts[start : start + batch_size]
+                with timer.stage("tokenize", docs=len(chunk)):
+                    encoded = tokenizer.encode_batch(chunk)
+                    for row, ids in zip(kept[start : start + batch_size], encoded, strict=True):
+                        writer.add_document(
+                            ids, doc_id=rows["id"][row], source=f.source, loc=rows["loc"][row]
+                        )
+                        rows["tokens"][row] = len(ids) + 1
+                progress.update(sum(len(ids) + 1 for ids in encoded))
+                progress.set_postfix_str(f"{f.source}: {f.path.name}", refresh=False)
+            out.write(rows)
     write_json(layout.tok_done(f), {"shards": [s.to_dict() for s in writer.shards]})
