@@ -14,7 +14,7 @@ CI_LOCKS := locks/build.txt locks/torch-deps.txt locks/torch-cpu.txt locks/ci.tx
 LOCK_TOOL := .cache/lock-tool
 UV := $(LOCK_TOOL)/bin/uv
 
-.PHONY: help train-local setup lock lock-check lock-torch test pytest lint format bench bench-model bench-train bench-data bench-data-order bench-dataprep bench-dolma bench-eval bench-operator \
+.PHONY: help train-local setup lock lock-check lock-torch test pytest lint format bench bench-model bench-train bench-data bench-data-order bench-dataprep bench-dataprep-memory bench-dataprep-scaleout bench-dolma bench-eval bench-operator \
 	corpus tokenizer dataprep clean
 
 help:
@@ -31,6 +31,8 @@ help:
 	@echo "make bench-train  a full ZeRO-3 trainer step vs a bare fwd+bwd+AdamW step; data loader"
 	@echo "make bench-data-order  data order + manifest at 3T tokens / 100k shards: memory, time to first batch"
 	@echo "make bench-dataprep  the data-prep pipeline vs raw tokenizers encode_batch, tokens/s"
+	@echo "make bench-dataprep-memory  peak RSS of a data-prep worker on 10 MB, 100 MB, 1 GB files and a 1 GB line"
+	@echo "make bench-dataprep-scaleout  1, 2 and 4 workers: identical output, CPU time per document"
 	@echo "make bench-dolma  our data-prep vs the Dolma toolkit (own venv from locks/dolma.txt), same corpus, cores, tokenizer"
 	@echo "make bench-eval   eval engine (batched, shared rows) vs one-at-a-time scoring, continuations/s"
 	@echo "make bench-operator  kopf operator latencies (CR→Job, preemption→next attempt, 100 CRs) vs goals"
@@ -124,6 +126,12 @@ bench-data-order: setup
 
 bench-dataprep: setup corpus tokenizer
 	$(BIN)/python benchmarks/bench_dataprep.py --corpus $(CORPUS) --tokenizer olmo
+
+bench-dataprep-memory: setup
+	$(BIN)/python benchmarks/bench_dataprep_memory.py
+
+bench-dataprep-scaleout: setup corpus tokenizer
+	$(BIN)/python benchmarks/bench_dataprep_scaleout.py --corpus $(CORPUS) --tokenizer olmo
 
 bench-dolma: setup corpus tokenizer
 	$(BIN)/python benchmarks/bench_dolma.py --corpus $(CORPUS) --tokenizer olmo

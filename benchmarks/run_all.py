@@ -81,6 +81,14 @@ def _dataprep(r: dict) -> list[Row]:
     return [Row("data-prep", "pipeline tokens/s ÷ encode_batch tokens/s", r["ratio"], "≥ 0.7", r["ratio"] >= 0.7)]  # fmt: skip
 
 
+def _dataprep_memory(r: dict) -> list[Row]:
+    return [Row("data-prep", "peak RSS: 1 GB file and line ÷ 10 MB file", r["ratio"], "≤ 1.2", r["ratio"] <= 1.2)]  # fmt: skip
+
+
+def _dataprep_scaleout(r: dict) -> list[Row]:
+    return [Row("data-prep", "CPU per document, 2 and 4 workers ÷ 1 worker", r["ratio"], "≤ 1.1", r["ratio"] <= 1.1)]  # fmt: skip
+
+
 def _dolma(r: dict) -> list[Row]:
     tokenize = r["stages"]["tokenize"]["ratio"]
     return [
@@ -121,6 +129,29 @@ BENCHMARKS = {
         ["--corpus", "data/corpus", "--tokenizer", "olmo"],
         ["--corpus", "data/corpus", "--tokenizer", "train", "--rounds", "1"],
         _dataprep,
+    ),
+    "dataprep_memory": (
+        "bench_dataprep_memory.py",
+        [],
+        ["--sizes", "1MB,10MB", "--line", "20MB"],
+        _dataprep_memory,
+    ),
+    "dataprep_scaleout": (
+        "bench_dataprep_scaleout.py",
+        ["--corpus", "data/corpus", "--tokenizer", "olmo"],
+        [
+            "--corpus",
+            "data/corpus",
+            "--tokenizer",
+            "train",
+            "--copies",
+            "1",
+            "--files",
+            "4",
+            "--workers",
+            "1,2",
+        ],
+        _dataprep_scaleout,
     ),
     "dolma": (
         "bench_dolma.py",

@@ -126,6 +126,11 @@ class DedupConfig(StrictConfig):
     documents: bool = True
     paragraphs: ParagraphDedupConfig = Field(default_factory=ParagraphDedupConfig)
     minhash: MinHashConfig = Field(default_factory=MinHashConfig)
+    partitions: int = Field(default=64, ge=1, le=65536)
+    """Key partitions of the exact dedup state (URL and document hashes, paragraph Bloom
+    filters), split over the workers (worker w keeps partitions w, w+n, ...): memory per worker
+    falls as workers are added. Changing it changes which paragraphs a Bloom false positive
+    removes, so it is part of the pipeline's identity; the number of workers is not."""
 
 
 class QualityStageConfig(QualityConfig):

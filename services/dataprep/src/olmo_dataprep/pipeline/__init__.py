@@ -15,9 +15,11 @@ needs all its pods running at once: ``parallelism == completions``):
 
 1. **map** (``map_phase``, per file, parallel): read, language ID, hashes and the
    per-document stages → ``work/map/fNNNNNN.parquet``.
-2. **dedup** (``dedup_phase``, every worker, same result): one pass over the hashes of all
-   files in global order. Worker 0 then settles the tokenizer (``run_tokenizer``:
-   ``tokenizer.json``; when training one, on the kept text in global order).
+2. **dedup** (``dedup_phase``): passes over the hashes of all files in global order, the key
+   state split into ``dedup.partitions`` partitions shared out over the workers (each keeps
+   only its own partitions' URL/document hashes and paragraph Bloom filters; the levels meet
+   at file barriers under ``work/dedup/``). Worker 0 then settles the tokenizer
+   (``run_tokenizer``: ``tokenizer.json``; when training one, on the kept text in global order).
 3. **tokenize** (``tokenize_phase``, per file): remove duplicate paragraphs, decontaminate,
    tokenize in batches → staging shards ``work/tok/`` and the per-document decisions.
 4. **mix** (``mix_phase``, per file): per-source rates, copies per document from a seeded

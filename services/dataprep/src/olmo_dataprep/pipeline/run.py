@@ -132,7 +132,16 @@ def run_pipeline(
     settles = worker_index == 0 and not layout.tokenizer.exists()
     keep = None if settles and trains_tokenizer(config) else {f.index for f in mine}
     with timer.stage("dedup", docs=0):
-        decisions = dedup_pass(layout, files, config, timer, keep)
+        decisions = dedup_pass(
+            layout,
+            files,
+            config,
+            timer,
+            keep,
+            worker_index=worker_index,
+            num_workers=num_workers,
+            wait=lambda paths, what: _wait_for(paths, what, timeout, quiet),
+        )
     if settles:
         with timer.stage("tokenizer"):
             settle_tokenizer(layout, config, files, decisions, quiet=quiet)
