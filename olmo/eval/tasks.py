@@ -14,8 +14,6 @@ evaluator uses), see ``_PROMPTS``.
 
 from __future__ import annotations
 
-# Not used here: tests/eval/test_tasks.py patches ``find_spec`` through this module's name.
-import importlib.util  # noqa: F401
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass

@@ -40,3 +40,17 @@ def summary_rows(name: str, result: dict) -> list:
     rows = module.BENCHMARKS[name][3](result)
     assert rows and all(row.value > 0 for row in rows)
     return rows
+
+
+def write_small_corpus(folder, docs_per_source: int):
+    """A corpus folder as the data-prep benchmarks read it: sources ``books`` and ``docs``, each
+    one JSON Lines file of English documents of two paragraphs."""
+    from ..dataprep.conftest import english_docs, write_jsonl
+
+    for i, source in enumerate(("books", "docs")):
+        docs = english_docs(docs_per_source, seed=i, paragraphs=2)
+        write_jsonl(
+            folder / source / "part-0.jsonl",
+            [{"id": f"{source}-{j}", "text": t} for j, t in enumerate(docs)],
+        )
+    return folder

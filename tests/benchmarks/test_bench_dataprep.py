@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from ..dataprep.conftest import english_docs, write_jsonl
-from . import last_json, run_benchmark, summary_rows
+from . import last_json, run_benchmark, summary_rows, write_small_corpus
 
 
 def test_bench_dataprep_reports_ratio_and_stage_rates(tmp_path):
-    corpus = tmp_path / "corpus"
-    for i, source in enumerate(("books", "docs")):
-        docs = english_docs(30, seed=i, paragraphs=2)
-        write_jsonl(
-            corpus / source / "part-0.jsonl",
-            [{"id": f"{source}-{j}", "text": t} for j, t in enumerate(docs)],
-        )
+    corpus = write_small_corpus(tmp_path / "corpus", 30)
     result = last_json(
         run_benchmark(
             "bench_dataprep.py", "--corpus", str(corpus), "--tokenizer", "train", "--rounds", "1"

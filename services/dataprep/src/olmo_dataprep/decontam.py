@@ -43,9 +43,7 @@ Torch-free (the data-prep image has none): ``olmo.evaldata`` reads the Arrow fil
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
 import logging
 import os
@@ -62,6 +60,7 @@ from olmo.evaldata import (
     INSTALL_COMMAND,
     EvalDataMissing,
     data_root,
+    iter_text_records,
     read_rows,
     task_files,
 )
@@ -343,21 +342,10 @@ def default_set(
 
 
 def _jsonl_texts(path: Path) -> Iterator[str]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as raw:
-        for number, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8"), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DecontaminationSetError(f"{path}:{number}: not valid JSON: {e}") from None
-            text = record.get("text") if isinstance(record, dict) else None
-            if not isinstance(text, str):
-                raise DecontaminationSetError(
-                    f"{path}:{number}: expected an object with a 'text' string"
-                )
-            yield text
+    try:
+        yield from iter_text_records(path)
+    except ValueError as e:
+        raise DecontaminationSetError(str(e)) from None
 
 
 def _shard_texts(folder: Path) -> Iterator[str]:
