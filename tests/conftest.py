@@ -98,3 +98,28 @@ def status_server():
     server = StatusServer()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1, one per session (tests/s3server.py)."""
+    from tests.s3server import running_s3_server
+
+    with running_s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch) -> str:
+    """An empty bucket of this test's own; returns ``s3://NAME``. The environment (and so every
+    process the test starts) points botocore at the test server with throwaway credentials."""
+    import fsspec
+
+    from tests.s3server import new_bucket
+
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    fsspec.filesystem("s3").clear_instance_cache()
+    return f"s3://{new_bucket(s3_server)}"

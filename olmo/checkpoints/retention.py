@@ -10,7 +10,12 @@ decision pure lets it be property-tested and lets every caller agree on exactly 
 - with ``require_evaluated``, complete checkpoints without an ``EVALUATED`` marker are kept;
 - every other complete checkpoint is deleted;
 - incomplete step folders and ``.tmp-*`` folders are deleted once nothing in them has changed
-  for ``temp_grace_seconds`` (a save in progress keeps touching its folder).
+  for ``temp_grace_seconds`` (a save in progress keeps touching its folder); on an object store
+  an incomplete step folder is an upload in progress or abandoned (no ``COMPLETE``), collected
+  by the same rule.
+
+``rotate`` takes a local run directory or a URI (``s3://``, ``gs://``): on a store a checkpoint
+is deleted ``COMPLETE`` first (``objectstore.delete_checkpoint``).
 
 Standard library only.
 """
@@ -25,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from olmo.checkpoints import objectstore
 from olmo.checkpoints.layout import (
     LATEST,
     TEMP_PREFIX,
@@ -41,6 +47,7 @@ from olmo.checkpoints.layout import (
     tree_stats,
     write_latest_pointer,
 )
+from olmo.storage import Location, is_remote
 
 __all__ = [
     "Decision",
@@ -183,6 +190,9 @@ def _delete(info: CheckpointInfo) -> bool:
     path = info.path
     if not info.complete and is_complete(path):
         return False  # completed (finalize replaced it) since the scan
+    if isinstance(path, Location):  # an object store: COMPLETE first, then the rest
+        objectstore.delete_checkpoint(path)
+        return True
     doomed = path.with_name(f"{TEMP_PREFIX}delete-{path.name}-{secrets.token_hex(4)}")
     try:
         os.rename(path, doomed)
@@ -193,10 +203,16 @@ def _delete(info: CheckpointInfo) -> bool:
 
 
 def _repair_latest(run_dir: StrPath) -> None:
-    if not (checkpoints_dir(run_dir) / LATEST).exists():
-        return
+    """Repoint an existing ``latest`` that names a folder gone or incomplete."""
     name = read_latest_pointer(run_dir)
-    if name and parse_step(name) is not None and is_complete(checkpoints_dir(run_dir) / name):
+    if name is None and (is_remote(run_dir) or not (checkpoints_dir(run_dir) / LATEST).exists()):
+        return
+    folder = (
+        objectstore.checkpoints_location(run_dir) / name
+        if is_remote(run_dir) and name
+        else checkpoints_dir(run_dir) / (name or "")
+    )
+    if name and parse_step(name) is not None and is_complete(folder):
         return
     newest = latest_complete(run_dir)
     write_latest_pointer(run_dir, None if newest is None else newest.name)
