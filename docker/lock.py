@@ -82,6 +82,14 @@ OLMO_EVAL_SOURCE = ROOT / "olmo" / "evaldata.py"
 # own: its pins conflict with ours, so it is resolved alone, not under CI's pins.
 DOLMA = "dolma==1.2.1"
 
+# Declared requirements replaced when resolving CI's lock and the images' (uv's --override).
+# kubernetes 37 declares python-dateutil>=3.0 but only calls dateutil.parser.parse, which 2.9 has;
+# botocore (under s3fs: olmo.storage) requires <3. One venv holds both in CI, so 2.9 is taken.
+# tests/operator/test_kube.py checks the client's date parsing on the installed dateutil, and
+# `pip check` (make setup, the images) accepts exactly this one complaint (PIP_CHECK_ACCEPTED).
+OVERRIDES = ["python-dateutil>=2.9,<3"]
+PIP_CHECK_ACCEPTED = "^kubernetes [0-9.]* has requirement python-dateutil>=3"
+
 DESCRIPTIONS = {
     "ci": "what `make setup` installs into .venv (with build.txt, torch-cpu.txt and olmo-eval.txt)",
     "build": "pip and the build tools, installed first in every image and in .venv",
@@ -180,6 +188,8 @@ def inputs(name: str) -> list[str]:
 
 def digest(name: str) -> str:
     settings = {"python": PYTHON_VERSION, "platform": PLATFORM, "inputs": inputs(name)}
+    if name == "ci" or name in IMAGES:
+        settings["overrides"] = OVERRIDES
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
@@ -277,7 +287,7 @@ class Uv:
 
     def compile(
         self, reqs: list[str], output: Path, *, sources: list[str] = (), constraints: str = "",
-        no_deps: bool = False,
+        no_deps: bool = False, overrides: list[str] = (),
     ) -> dict[str, Entry]:  # fmt: skip
         """Resolves ``reqs`` into ``output`` (read first as preferences) and returns its entries."""
         with tempfile.TemporaryDirectory() as tmp:
@@ -292,6 +302,9 @@ class Uv:
             if constraints:
                 (Path(tmp) / "constraints.txt").write_text(constraints)
                 command += ["--constraint", str(Path(tmp) / "constraints.txt")]
+            if overrides:
+                (Path(tmp) / "overrides.txt").write_text("\n".join(overrides) + "\n")
+                command += ["--override", str(Path(tmp) / "overrides.txt")]
             if no_deps:
                 command.append("--no-deps")
             result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
@@ -378,8 +391,9 @@ def write_all(uv: Uv, folder: Path) -> list[Path]:
         written.append(_write(folder, "tools", tools.values()))
         # CI first (with the CPU torch, which goes to its own lock), then the images under its pins.
         ci = uv.compile(
-            inputs("ci"), _seed(work, folder, "ci", "torch-cpu"), sources=torch_sources(None, None)
-        )
+            inputs("ci"), _seed(work, folder, "ci", "torch-cpu"), sources=torch_sources(None, None),
+            overrides=OVERRIDES,
+        )  # fmt: skip
         ci_only = {n: e for n, e in ci.items() if n != "torch"}
         written.append(_write(folder, "ci", ci_only.values()))
         written.append(_write(folder, "build", [ci[canonical(t)] for t in BUILD_TOOLS]))
@@ -391,7 +405,7 @@ def write_all(uv: Uv, folder: Path) -> list[Path]:
         for name in IMAGES:
             entries = uv.compile(
                 inputs(name), _seed(work, folder, name), sources=torch_sources(None, None),
-                constraints=_pins(ci),
+                constraints=_pins(ci), overrides=OVERRIDES,
             )  # fmt: skip
             entries.pop("torch", None)
             written.append(_write(folder, name, entries.values()))

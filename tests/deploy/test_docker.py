@@ -754,3 +754,12 @@ def test_dockerignore_keeps_local_state_out_of_the_context():
         assert required in patterns, f".dockerignore does not exclude {required}"
     for kept in ("pyproject.toml", "README.md", "olmo/model/config.py", "configs/1b.yaml"):
         assert not docker_ignored(kept, dockerignore_patterns())
+
+
+def test_pip_check_accepts_only_the_overridden_dateutil_complaint():
+    """docker/lock.py overrides kubernetes' python-dateutil>=3: make setup and the operator image
+    filter exactly that one line out of `pip check`, nothing wider."""
+    pattern = LOCK.PIP_CHECK_ACCEPTED
+    assert LOCK.OVERRIDES == ["python-dateutil>=2.9,<3"]
+    for path in ("Makefile", "docker/operator.Dockerfile"):
+        assert f"-e '{pattern}'" in (ROOT / path).read_text(), path

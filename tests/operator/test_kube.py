@@ -244,3 +244,18 @@ def test_a_status_patch_is_conditional_on_the_version_read(
     assert after == {"metadata": {"resourceVersion": "9"}, "status": {"phase": "Running"}}
     with pytest.raises(kube.Conflict):
         api.patch_status("ml", "run", {"phase": "Failed"}, "7")
+
+
+def test_the_client_parses_dates_with_the_locked_dateutil():
+    """kubernetes 37 declares python-dateutil>=3; CI's venv holds 2.9 (botocore's bound, overridden
+    in docker/lock.py). The client's one use of it, parsing timestamps, must work on what is
+    installed."""
+    import datetime
+
+    client = kubernetes.client.ApiClient()
+    meta = client.deserialize(
+        json.dumps({"name": "x", "creationTimestamp": "2026-12-06T23:10:05Z"}),
+        "V1ObjectMeta",
+        "application/json",
+    )
+    assert meta.creation_timestamp == datetime.datetime(2026, 12, 6, 23, 10, 5, tzinfo=datetime.UTC)

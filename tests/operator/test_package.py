@@ -26,7 +26,7 @@ def test_dependencies_are_kopf_kubernetes_pyyaml_prometheus_only() -> None:
     assert names == {"kopf", "kubernetes", "pyyaml", "prometheus-client"}
     assert "torch" not in names and "olmo-k8s" not in names
     requires = importlib.metadata.requires("olmo-k8s-operator") or []
-    assert "kopf==1.45.2" in requires and "kubernetes==36.0.3" in requires
+    assert "kopf==1.45.2" in requires and "kubernetes==37.0.2" in requires
 
 
 def test_importing_every_module_loads_neither_torch_nor_olmo() -> None:
