@@ -155,6 +155,15 @@ of it keeps the names of two releases that differ only at the end apart:
 {{- default (printf "%s-checkpoints" (include "olmo.fullname" .)) .Values.storage.checkpoints.existingClaim }}
 {{- end }}
 
+{{/* The ServiceAccount of the OLMoJob's pods (workload identity; "" when none). */}}
+{{- define "olmo.workloadServiceAccount" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (printf "%s-workload" (include "olmo.fullname" .)) .Values.serviceAccount.name }}
+{{- else }}
+{{- .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
 {{/* W&B: the Secret holding the key ("" when none), its key, and the mode. */}}
 {{- define "olmo.wandbSecret" -}}
 {{- if .Values.wandb.existingSecret }}

@@ -1,7 +1,8 @@
 {{/*
 The operator policy (services/operator/src/olmo_operator/policy.py), as the JSON of
 OLMO_OPERATOR_POLICY: operator.policy's lists, plus what this chart's own OLMoJob uses (its
-images, its W&B Secret, image.pullSecrets, its PVCs, the tolerations of nodePools and eval), so
+images, its W&B and storage Secrets, image.pullSecrets, its PVCs, its workload ServiceAccount,
+the tolerations of nodePools and eval), so
 that the default install runs and nothing else does unless the values say so.
 */}}
 
@@ -26,12 +27,24 @@ the watched ones. A cluster-wide operator must be told (["*"] for every namespac
 {{- end }}
 {{- $secrets := list }}
 {{- $claims := list }}
+{{- $accounts := list }}
 {{- $tolerations := list }}
 {{- if .Values.job.enabled }}
 {{- with include "olmo.wandbSecret" . }}
 {{- $secrets = append $secrets . }}
 {{- end }}
-{{- $claims = list (include "olmo.dataClaim" .) (include "olmo.checkpointsClaim" .) }}
+{{- with .Values.storage.secretName }}
+{{- $secrets = append $secrets . }}
+{{- end }}
+{{- with include "olmo.workloadServiceAccount" . }}
+{{- $accounts = append $accounts . }}
+{{- end }}
+{{- if not .Values.storage.data.uri }}
+{{- $claims = append $claims (include "olmo.dataClaim" .) }}
+{{- end }}
+{{- if not .Values.storage.checkpoints.uri }}
+{{- $claims = append $claims (include "olmo.checkpointsClaim" .) }}
+{{- end }}
 {{- $own := list }}
 {{- range .Values.nodePools }}
 {{- $own = concat $own (.tolerations | default list) }}
@@ -52,6 +65,7 @@ the watched ones. A cluster-wide operator must be told (["*"] for every namespac
   "allowedImagePullSecrets" (concat (.Values.image.pullSecrets | default list) $p.allowedImagePullSecrets | uniq)
   "allowedTolerations" (concat $tolerations $p.allowedTolerations | uniq)
   "allowedClaims" (concat $claims $p.allowedClaims | uniq)
+  "allowedServiceAccounts" (concat $accounts ($p.allowedServiceAccounts | default list) | uniq)
   "allowedNamespaces" (include "olmo.policyNamespaces" . | fromYamlArray)
 }}
 {{- toJson $policy }}

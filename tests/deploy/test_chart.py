@@ -33,6 +33,7 @@ NAMESPACE = "ml"
 WATCH_MARKER = "olmo-operator-watch"  # the ConfigMap claiming a watched namespace
 KUBE_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 CLOUD_EXAMPLES = ("values-gke-spot.yaml", "values-aws-spot.yaml", "values-azure-spot.yaml")
+BUCKET_EXAMPLES = ("values-gke-buckets.yaml", "values-aws-buckets.yaml")
 # The images' user (USER 10001:10001), spelled once in the operator's contract.
 RESTRICTED_CONTAINER = {
     "runAsNonRoot": True,
@@ -843,15 +844,15 @@ def test_readme_documents_every_top_level_value_and_each_preset():
         assert f"`{key}" in readme, key
     for preset in operator_presets():
         assert f"| `{preset}` |" in readme
-    for name in CLOUD_EXAMPLES:
+    for name in (*CLOUD_EXAMPLES, *BUCKET_EXAMPLES):
         assert f"examples/{name}" in readme
 
 
 def test_examples_exist():
     assert sorted(p.name for p in EXAMPLES.glob("*.yaml")) == sorted(
-        [*CLOUD_EXAMPLES, "values-kind.yaml"]
+        [*CLOUD_EXAMPLES, *BUCKET_EXAMPLES, "values-kind.yaml"]
     )
-    assert all(isinstance(example(name), dict) for name in CLOUD_EXAMPLES)
+    assert all(isinstance(example(name), dict) for name in (*CLOUD_EXAMPLES, *BUCKET_EXAMPLES))
 
 
 def test_chart_metadata():

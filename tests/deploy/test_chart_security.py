@@ -328,6 +328,7 @@ def test_policy_json_is_what_the_operator_reads():
         "allowedImagePullSecrets",
         "allowedTolerations",
         "allowedClaims",
+        "allowedServiceAccounts",
         "allowedNamespaces",
     }
     assert raw["allowedImagePullSecrets"] == ["registry"]

@@ -202,7 +202,23 @@ _DELETE = object()
         ("spec.gpusPerNode", -1, "less than the minimum"),
         ("spec.nodes", "2", "is not of type 'integer'"),
         ("spec.checkpoint.keepLast", 0, "less than the minimum"),
-        ("spec.checkpoint", {"interval": 10}, "'claimName' is a required property"),
+        ("spec.checkpoint", {"interval": 10}, "is not valid under any of the given schemas"),
+        (
+            "spec.checkpoint",
+            {"claimName": "c", "uri": "s3://bucket/runs"},
+            "is valid under each of",
+        ),
+        ("spec.checkpoint", {"uri": "s3://Bucket/runs"}, "does not match"),
+        ("spec.checkpoint", {"uri": "s3://bucket/runs/"}, "does not match"),
+        ("spec.checkpoint", {"uri": "https://bucket/runs"}, "does not match"),
+        ("spec.dataset", {"uri": "gs://b"}, "does not match"),
+        ("spec.dataset", {"uri": "s3:/bucket/tokens"}, "does not match"),
+        ("spec.dataset", {"claimName": "d", "uri": "s3://bucket/t"}, "is valid under each of"),
+        ("spec.dataset", {"path": "tokens"}, "is not valid under any of the given schemas"),
+        ("spec.storage", {"endpoint": "minio:9000"}, "does not match"),
+        ("spec.storage", {"serviceAccountName": "Bad_Name"}, "does not match"),
+        ("spec.storage", {"scratchSizeLimit": "lots"}, "does not match"),
+        ("spec.storage", {"secretRef": {"googleCredentialsKey": "k.json"}}, "'name' is a required"),
         ("spec.dataset.path", "/abs/path", "does not match"),
         ("spec.imagePullPolicy", "Sometimes", "is not one of"),
         ("spec.nodePools", [{"preemptible": True}], "'name' is a required property"),
@@ -278,7 +294,10 @@ def test_defaults_fill_in_like_the_api_server() -> None:
         "keepLast": 3,
         "requireEvaluated": False,
     }
-    assert spec["dataset"]["path"] == "tokens"
+    # dataset.path has no schema default (it means nothing with dataset.uri): the parser fills
+    # it in for a claim.
+    assert spec["dataset"] == {"claimName": "d"}
+    assert parse_spec(spec, job_name="x").dataset.path == "tokens"
     assert spec["nodePools"][0]["maxPreemptions"] == 3
     # Objects that are absent get no defaults (their parent does not exist).
     assert "eval" not in spec and "wandb" not in spec
@@ -294,7 +313,7 @@ def test_readme_documents_every_spec_field() -> None:
     readme = (REPO_ROOT / "services" / "operator" / "README.md").read_text()
     spec = openapi_schema()["properties"]["spec"]["properties"]
     missing = [k for k in spec if f"`{k}" not in readme and f"`{k}." not in readme]
-    for parent in ("dataset", "checkpoint", "eval", "wandb"):
+    for parent in ("dataset", "checkpoint", "eval", "wandb", "storage"):
         for key in spec[parent]["properties"]:
             if key not in readme:
                 missing.append(f"{parent}.{key}")

@@ -124,6 +124,20 @@ attempt numbers restart when a job is re-created, so the fence orders attempts p
 ENV_GRACE = "OLMO_TERMINATION_GRACE_SECONDS"
 ENV_WANDB_KEY = "WANDB_API_KEY"
 
+# Object storage (spec.checkpoint.uri, spec.dataset.uri, spec.storage)
+SCRATCH_MOUNT = "/scratch"
+"""An emptyDir (``spec.storage.scratchSizeLimit``) of the trainer and eval pods that use object
+storage, mounted twice: ``staging`` and ``data-cache`` sub-folders (created by the kubelet)."""
+SCRATCH_SIZE_DEFAULT = "100Gi"
+ENV_STAGING_DIR = "OLMO_STAGING_DIR"
+"""Where the trainer writes a checkpoint before uploading it, the eval worker downloads one."""
+ENV_DATA_CACHE_DIR = "OLMO_DATA_CACHE_DIR"
+"""The bounded local cache of token shards downloaded from a store."""
+ENV_S3_ENDPOINT = "AWS_ENDPOINT_URL"
+ENV_GOOGLE_CREDENTIALS = "GOOGLE_APPLICATION_CREDENTIALS"
+STORAGE_CREDENTIALS_MOUNT = "/var/run/secrets/olmo-k8s.io/storage"
+"""Where ``spec.storage.secretRef.googleCredentialsKey`` is mounted (a file named after it)."""
+
 EXIT_PREEMPTED = 75
 """The trainer's "preempted, resumable" exit code (``olmo/train/exit_codes.py``: PREEMPTED)."""
 

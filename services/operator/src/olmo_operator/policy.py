@@ -12,8 +12,8 @@ pull with any registry Secret. The policy, set by whoever installs the operator 
 ``allowedImagePrefixes``      ... or prefixes of them; each ends in ``/``, ``:`` or ``@`` (so that
                               ``reg.io/team/`` cannot match ``reg.io/team-evil/x``); ``""`` allows
                               every image
-``allowedEnvSecrets``         Secrets ``spec.env[].valueFrom.secretKeyRef`` and
-                              ``spec.wandb.secretRef`` may read
+``allowedEnvSecrets``         Secrets ``spec.env[].valueFrom.secretKeyRef``,
+                              ``spec.wandb.secretRef`` and ``spec.storage.secretRef`` may read
 ``allowedImagePullSecrets``   Secrets ``spec.imagePullSecrets`` may name
 ``allowedTolerations``        rules ``{key, effect?}``: each toleration of ``spec.nodePools[]`` and
                               ``spec.eval`` must match one (same key, and the same effect unless
@@ -21,6 +21,8 @@ pull with any registry Secret. The policy, set by whoever installs the operator 
                               rule with key ``""``
 ``allowedClaims``             PersistentVolumeClaims ``spec.dataset`` and ``spec.checkpoint`` may
                               name
+``allowedServiceAccounts``    ServiceAccounts ``spec.storage.serviceAccountName`` may name (the
+                              pods run under it: its cloud identity, its API rights)
 ``allowedNamespaces``         namespaces (names or shell globs such as ``team-*``) whose OLMoJobs
                               the operator runs
 ============================  =====================================================================
@@ -81,6 +83,7 @@ class Policy:
     allowed_image_pull_secrets: tuple[str, ...] | None = None
     allowed_tolerations: tuple[TolerationRule, ...] | None = None
     allowed_claims: tuple[str, ...] | None = None
+    allowed_service_accounts: tuple[str, ...] | None = None
     allowed_namespaces: tuple[str, ...] | None = None
 
     @classmethod
@@ -148,6 +151,7 @@ _KEYS = {
     "allowedImagePullSecrets": "allowed_image_pull_secrets",
     "allowedTolerations": "allowed_tolerations",
     "allowedClaims": "allowed_claims",
+    "allowedServiceAccounts": "allowed_service_accounts",
     "allowedNamespaces": "allowed_namespaces",
 }
 
@@ -207,7 +211,9 @@ def check(job: OLMoJob, policy: Policy) -> list[str]:
                 f"{list(policy.allowed_image_prefixes or ())}"
             )
     out += _names(
-        "allowedEnvSecrets", policy.allowed_env_secrets, _env_secrets(spec.env, spec.wandb)
+        "allowedEnvSecrets",
+        policy.allowed_env_secrets,
+        _env_secrets(spec.env, spec.wandb, spec.storage.secret),
     )
     out += _names(
         "allowedImagePullSecrets",
@@ -218,10 +224,20 @@ def check(job: OLMoJob, policy: Policy) -> list[str]:
         "allowedClaims",
         policy.allowed_claims,
         [
-            ("spec.dataset.claimName", spec.dataset.claim_name),
-            ("spec.checkpoint.claimName", spec.checkpoint.claim_name),
+            (field, claim)
+            for field, claim in (
+                ("spec.dataset.claimName", spec.dataset.claim_name),
+                ("spec.checkpoint.claimName", spec.checkpoint.claim_name),
+            )
+            if claim is not None
         ],
     )
+    if spec.storage.service_account_name is not None:
+        out += _names(
+            "allowedServiceAccounts",
+            policy.allowed_service_accounts,
+            [("spec.storage.serviceAccountName", spec.storage.service_account_name)],
+        )
     if policy.allowed_tolerations is not None:
         rules = policy.allowed_tolerations
         tolerations = [
@@ -250,8 +266,10 @@ def _names(rule: str, allowed: tuple[str, ...] | None, used: list[tuple[str, str
     ]
 
 
-def _env_secrets(env: tuple[Mapping[str, Any], ...], wandb: Any) -> list[tuple[str, str]]:
-    """(field, Secret name) of every Secret the trainer's environment reads."""
+def _env_secrets(
+    env: tuple[Mapping[str, Any], ...], wandb: Any, storage_secret: Any
+) -> list[tuple[str, str]]:
+    """(field, Secret name) of every Secret the pods' environment (or files) read."""
     out = []
     for i, var in enumerate(env):
         ref = (var.get("valueFrom") or {}).get("secretKeyRef")
@@ -259,6 +277,8 @@ def _env_secrets(env: tuple[Mapping[str, Any], ...], wandb: Any) -> list[tuple[s
             out.append((f"spec.env[{i}].valueFrom.secretKeyRef.name", ref.get("name") or ""))
     if wandb is not None and wandb.secret is not None:
         out.append(("spec.wandb.secretRef.name", wandb.secret.name))
+    if storage_secret is not None:
+        out.append(("spec.storage.secretRef.name", storage_secret.name))
     return out
 
 

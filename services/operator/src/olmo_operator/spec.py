@@ -5,7 +5,9 @@ Each field says its JSON name, description, bounds, enum, pattern and default in
 these classes, and :func:`parse_job` reads an object with the same metadata (defaults where a
 field is absent, the schema's checks again for objects that skipped admission). Only the rules
 that span fields are written by hand, in :func:`parse_spec`. A :class:`SpecError` names the
-field, and the operator turns it into phase Failed with that message.
+field, and the operator turns it into phase Failed with that message. The object-storage parts
+(``checkpoint.uri``/``dataset.uri``'s pattern, ``spec.storage``) are declared the same way in
+:mod:`olmo_operator.storage_spec`.
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ from typing import Any, ClassVar
 
 from olmo_operator import contract as c
 from olmo_operator import openapi
+from olmo_operator.storage_spec import OBJECT_URI, Storage
 from olmo_operator.typed_schema import Pattern, SpecError, parse, prop
-
-spec_type = dataclasses.dataclass(frozen=True, kw_only=True)
-"""How every spec class is declared (keyword-only, so fields keep the schema's order)."""
+from olmo_operator.typed_schema import spec_type as spec_type
 
 # A relative path inside a volume: no leading slash, no empty components, no "." or ".."
 # component. Kubernetes regular expressions have no lookahead, so a component is spelled out as
@@ -114,22 +115,35 @@ class Prepare:
     resources: dict[str, Any] = _resources("Resources of each data-prep pod.")
 
 
+DATASET_PATH_DEFAULT = "tokens"
+
+
 @spec_type
 class Dataset:
-    """Token shards on a PersistentVolumeClaim."""
+    """Token shards on a PersistentVolumeClaim or in object storage."""
 
-    claim_name: str = prop(
-        "claimName", "PersistentVolumeClaim holding the dataset.", required=True, min_length=1
+    ONE_OF: ClassVar[tuple[str, ...]] = ("claimName", "uri")
+
+    claim_name: str | None = prop(
+        "claimName", "PersistentVolumeClaim holding the dataset.", min_length=1
     )
-    path: str = prop(
+    # None with a uri; with a claim, None only until parse_spec fills in DATASET_PATH_DEFAULT.
+    path: str | None = prop(
         "path",
-        "Folder of token shards (with manifest.json) inside the volume.",
-        default="tokens",
+        f"Folder of token shards (with manifest.json) inside the volume (with claimName only; "
+        f"default: {DATASET_PATH_DEFAULT}).",
         pattern=RELATIVE_PATH,
+    )
+    uri: str | None = prop(
+        "uri",
+        "Or the folder of token shards (with manifest.json) in object storage: "
+        "s3://bucket/prefix or gs://bucket/prefix (credentials: spec.storage).",
+        pattern=OBJECT_URI,
     )
     prepare: Prepare | None = prop(
         "prepare",
-        "Run the data-prep pipeline (an Indexed Job) into the dataset volume before training.",
+        "Run the data-prep pipeline (an Indexed Job) into the dataset (volume or uri) before "
+        "training.",
     )
 
 
@@ -160,13 +174,21 @@ class NodePool:
 class Checkpoint:
     """Where checkpoints go and which are kept."""
 
-    claim_name: str = prop(
-        "claimName", "PersistentVolumeClaim for the run directory.", required=True, min_length=1
+    ONE_OF: ClassVar[tuple[str, ...]] = ("claimName", "uri")
+
+    claim_name: str | None = prop(
+        "claimName", "PersistentVolumeClaim for the run directory.", min_length=1
+    )
+    uri: str | None = prop(
+        "uri",
+        "Or object storage for run directories: s3://bucket/prefix or gs://bucket/prefix; the "
+        "run directory is <uri>/<path> (credentials: spec.storage).",
+        pattern=OBJECT_URI,
     )
     # None only until parse_spec fills in the OLMoJob's name.
     path: str | None = prop(
         "path",
-        "Run directory inside the volume (default: the OLMoJob's name).",
+        "Run directory inside the volume, or under uri (default: the OLMoJob's name).",
         pattern=RELATIVE_PATH,
     )
     interval: int = prop("interval", "Save a checkpoint every N steps.", minimum=1, default=1000)
@@ -238,7 +260,7 @@ class JobSpec:
     dataset: Dataset = prop(
         "dataset",
         f"Token shards: a PersistentVolumeClaim mounted read-only at {c.DATA_MOUNT} (read-write "
-        "for data-prep).",
+        "for data-prep), or a uri in object storage: exactly one of claimName or uri.",
         required=True,
     )
     image: str = prop(
@@ -313,8 +335,12 @@ class JobSpec:
     checkpoint: Checkpoint = prop(
         "checkpoint",
         f"Checkpoints: a shared PersistentVolumeClaim mounted at {c.CHECKPOINTS_MOUNT} on every "
-        "trainer pod (ReadWriteMany for more than one node) and the retention policy.",
+        "trainer pod (ReadWriteMany for more than one node) or a uri in object storage (exactly "
+        "one of claimName or uri), and the retention policy.",
         required=True,
+    )
+    storage: Storage = prop(
+        "storage", "Object storage: credentials, endpoint, ServiceAccount, local scratch."
     )
     eval: Eval = prop("eval", "The eval worker: a Deployment that evaluates every new checkpoint.")
     wandb: WandB | None = prop("wandb", "Weights & Biases logging.")
@@ -372,11 +398,22 @@ class JobSpec:
 
     @property
     def run_dir(self) -> str:
+        """The run directory: ``<uri>/<path>`` in object storage, else inside the volume."""
+        if self.checkpoint.uri is not None:
+            return f"{self.checkpoint.uri}/{self.checkpoint.path}"
         return f"{c.CHECKPOINTS_MOUNT}/{self.checkpoint.path}"
 
     @property
     def data_dir(self) -> str:
+        """The token-shard folder: the dataset's uri, else inside the volume."""
+        if self.dataset.uri is not None:
+            return self.dataset.uri
         return f"{c.DATA_MOUNT}/{self.dataset.path}"
+
+    @property
+    def uses_object_storage(self) -> bool:
+        """Checkpoints or dataset in object storage: the pods that read them get scratch."""
+        return self.checkpoint.uri is not None or self.dataset.uri is not None
 
     def node_pool(self, index: int) -> NodePool | None:
         """The pool at ``index`` (clamped to the list, which may have shrunk), or None."""
@@ -430,4 +467,14 @@ def parse_spec(raw: Mapping[str, Any], *, job_name: str) -> JobSpec:
     if spec.checkpoint.path is None:
         checkpoint = dataclasses.replace(spec.checkpoint, path=job_name)
         spec = dataclasses.replace(spec, checkpoint=checkpoint)
+    # A path inside the dataset volume means nothing with a uri (the uri names the folder).
+    if spec.dataset.uri is not None and spec.dataset.path is not None:
+        raise SpecError(
+            "spec.dataset.path is a folder inside the dataset volume (claimName); with "
+            f"spec.dataset.uri name the folder in the uri itself ({spec.dataset.uri}/"
+            f"{spec.dataset.path})"
+        )
+    if spec.dataset.claim_name is not None and spec.dataset.path is None:
+        dataset = dataclasses.replace(spec.dataset, path=DATASET_PATH_DEFAULT)
+        spec = dataclasses.replace(spec, dataset=dataset)
     return spec

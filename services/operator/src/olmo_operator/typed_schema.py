@@ -35,6 +35,9 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from olmo_operator.openapi import list_map
 
+spec_type = dataclasses.dataclass(frozen=True, kw_only=True)
+"""How every spec class is declared (keyword-only, so fields keep the schema's order)."""
+
 
 class SpecError(ValueError):
     """The object cannot be used as written; the message names the field."""

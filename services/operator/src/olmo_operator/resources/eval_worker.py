@@ -13,9 +13,15 @@ from olmo_operator.resources.pod import (
     container,
     job_env,
     pod_template,
-    pvc_volume,
     quantities,
     wandb_env,
+)
+from olmo_operator.resources.storage import (
+    claim_volumes,
+    pod_account,
+    storage_env,
+    storage_env_from,
+    storage_volumes,
 )
 from olmo_operator.spec import OLMoJob
 
@@ -23,13 +29,18 @@ EVAL_PORT = 8080  # the eval worker's /healthz and Prometheus /metrics
 
 
 def eval_deployment(job: OLMoJob) -> dict[str, Any]:
-    """The eval worker: one replica watching the run directory."""
+    """The eval worker: one replica watching the run directory (a folder on the checkpoint
+    volume, or a prefix in object storage)."""
     spec = job.spec
     args = ["watch", spec.run_dir, "--port", str(EVAL_PORT), "--poll-seconds", "30"]
     if spec.eval.tasks:
         args += ["--tasks", ",".join(spec.eval.tasks)]
     if spec.eval.limit is not None:
         args += ["--limit", str(spec.eval.limit)]
+    # The dataset too, read-only at the trainer's path: a checkpoint's tokenizer is the
+    # tokenizer.json next to the manifest of its config's data.paths (/data/<path>, or a uri).
+    volumes, mounts = claim_volumes(spec)
+    more_volumes, more_mounts = storage_volumes(spec, scratch=True)
     main = container(
         spec,
         c.EVALWORKER,
@@ -43,25 +54,18 @@ def eval_deployment(job: OLMoJob) -> dict[str, Any]:
             "periodSeconds": 30,
             "failureThreshold": 3,
         },
-        env=job_env(job, None) + wandb_env(spec),
-        # The dataset too, read-only at the trainer's path: a checkpoint's tokenizer is the
-        # tokenizer.json next to the manifest of its config's data.paths (/data/<path>).
-        volumeMounts=[
-            {"name": "checkpoints", "mountPath": c.CHECKPOINTS_MOUNT},
-            {"name": "data", "mountPath": c.DATA_MOUNT, "readOnly": True},
-        ],
+        env=job_env(job, None) + storage_env(spec, scratch=True) + wandb_env(spec),
+        **storage_env_from(spec),
+        volumeMounts=mounts + more_mounts,
         resources=quantities(spec.eval.resources) if spec.eval.resources else None,
     )
     template = pod_template(
         job,
         c.EVALWORKER,
         main,
-        [
-            pvc_volume("checkpoints", spec.checkpoint.claim_name),
-            pvc_volume("data", spec.dataset.claim_name, read_only=True),
-        ],
+        volumes + more_volumes,
         restart_policy=None,
-        service_account=progress_account_name(job.name),
+        service_account=pod_account(spec, progress_account_name(job.name)),
         placement=Placement(
             spec.priority_class_name, spec.eval.node_selector, spec.eval.tolerations
         ),

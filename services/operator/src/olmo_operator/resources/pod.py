@@ -179,8 +179,9 @@ def pod_template(
     """The pod template (``metadata`` with the component's labels, and ``spec``) of one
     container, ``main``, with ``volumes``, made restricted (:func:`restricted_pod`).
 
-    ``service_account``: the pod's identity (the progress ServiceAccount); without one the pod
-    gets no API token at all. ``restart_policy`` None leaves the default (a Deployment's)."""
+    ``service_account``: the pod's identity (the progress ServiceAccount, or the workload
+    identity of ``spec.storage.serviceAccountName``); without one the pod gets no API token at
+    all. ``restart_policy`` None leaves the default (a Deployment's)."""
     spec: dict[str, Any] = {}
     if restart_policy is not None:
         spec["restartPolicy"] = restart_policy

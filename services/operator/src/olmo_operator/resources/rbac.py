@@ -17,8 +17,19 @@ from olmo_operator.resources.progress_channel import progress_config_map_name
 from olmo_operator.spec import OLMoJob
 
 
+def _accounts(job: OLMoJob) -> list[str]:
+    """The progress ServiceAccount, and the workload-identity one the pods run under when
+    ``spec.storage.serviceAccountName`` is set (so that they can still report progress)."""
+    out = [progress_account_name(job.name)]
+    storage_account = job.spec.storage.service_account_name
+    if storage_account is not None and storage_account not in out:
+        out.append(storage_account)
+    return out
+
+
 def progress_rbac(job: OLMoJob) -> list[dict[str, Any]]:
-    """ServiceAccount + Role (get/patch of ``<job>-progress`` only) + RoleBinding."""
+    """ServiceAccount + Role (get/patch of ``<job>-progress`` only) + RoleBinding (of the
+    progress ServiceAccount and, with workload identity, the pods' own)."""
     name = progress_account_name(job.name)
     return [
         {
@@ -44,6 +55,9 @@ def progress_rbac(job: OLMoJob) -> list[dict[str, Any]]:
             "kind": "RoleBinding",
             "metadata": metadata(job, name, c.TRAINER),
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": job.namespace}],
+            "subjects": [
+                {"kind": "ServiceAccount", "name": account, "namespace": job.namespace}
+                for account in _accounts(job)
+            ],
         },
     ]

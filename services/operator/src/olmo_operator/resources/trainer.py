@@ -28,9 +28,15 @@ from olmo_operator.resources.pod import (
     job_env,
     on_disruption,
     pod_template,
-    pvc_volume,
     quantities,
     wandb_env,
+)
+from olmo_operator.resources.storage import (
+    claim_volumes,
+    pod_account,
+    storage_env,
+    storage_env_from,
+    storage_volumes,
 )
 from olmo_operator.retention import trainer_overrides
 from olmo_operator.spec import JobSpec, OLMoJob
@@ -140,6 +146,7 @@ def _trainer_env(job: OLMoJob, attempt: int) -> list[dict[str, Any]]:
         out.append(env(c.ENV_JOB_UID, job.uid))
     if spec.gpus_per_node == 0:
         out.append(env("DS_ACCELERATOR", "cpu"))
+    out += storage_env(spec, scratch=True)
     out += wandb_env(spec)
     out += [dict(e) for e in spec.env]
     return out
@@ -160,21 +167,17 @@ def shm_size_limit(resources: Mapping[str, Any]) -> str:
 def _trainer_volumes(
     job: OLMoJob, attempt: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(volumes, mounts): checkpoints, the dataset read-only, ``/dev/shm`` and the config."""
+    """(volumes, mounts): checkpoints and the dataset read-only (each unless in object storage),
+    ``/dev/shm``, the config, then what object storage needs (scratch, a key file)."""
     spec = job.spec
-    mounts = [
-        {"name": "checkpoints", "mountPath": c.CHECKPOINTS_MOUNT},
-        {"name": "data", "mountPath": c.DATA_MOUNT, "readOnly": True},
-        {"name": SHM_VOLUME, "mountPath": c.SHM_MOUNT},
-    ]
-    volumes: list[dict[str, Any]] = [
-        pvc_volume("checkpoints", spec.checkpoint.claim_name),
-        pvc_volume("data", spec.dataset.claim_name, read_only=True),
+    volumes, mounts = claim_volumes(spec)
+    mounts.append({"name": SHM_VOLUME, "mountPath": c.SHM_MOUNT})
+    volumes.append(
         {
             "name": SHM_VOLUME,
             "emptyDir": {"medium": "Memory", "sizeLimit": shm_size_limit(spec.resources)},
-        },
-    ]
+        }
+    )
     if spec.model.preset is None:
         ref_name, ref_key = (
             (spec.model.config_map.name, spec.model.config_map.key)
@@ -188,7 +191,8 @@ def _trainer_volumes(
                 "configMap": {"name": ref_name, "items": [{"key": ref_key, "path": c.CONFIG_FILE}]},
             }
         )
-    return volumes, mounts
+    more_volumes, more_mounts = storage_volumes(spec, scratch=True)
+    return volumes + more_volumes, mounts + more_mounts
 
 
 def _trainer_resources(spec: JobSpec) -> dict[str, Any]:
@@ -251,6 +255,7 @@ def trainer_job(job: OLMoJob, state: AttemptState) -> dict[str, Any]:
         ["/bin/sh", "-c", PREEMPTION_AWARE_ENTRYPOINT, "olmo-trainer"],
         trainer_args(job, attempt),
         env=_trainer_env(job, attempt),
+        **storage_env_from(spec),
         ports=[{"name": "rendezvous", "containerPort": c.RENDEZVOUS_PORT, "protocol": "TCP"}],
         volumeMounts=mounts,
         resources=resources or None,
@@ -263,7 +268,7 @@ def trainer_job(job: OLMoJob, state: AttemptState) -> dict[str, Any]:
         volumes,
         attempt=attempt,
         subdomain=name,
-        service_account=progress_account_name(job.name),
+        service_account=pod_account(spec, progress_account_name(job.name)),
         grace_seconds=spec.termination_grace_period_seconds,
         placement=Placement(
             spec.priority_class_name,
