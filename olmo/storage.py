@@ -48,16 +48,16 @@ class StorageError(RuntimeError):
     """A location cannot be used as asked (a bad URI, a store without credentials)."""
 
 
-def protocol_of(path: StrPath) -> str | None:
+def protocol_of(path: StrPath | Location) -> str | None:
     """``"s3"`` for ``s3://b/k``; None for a local path (``file://`` counts as local)."""
-    text = os.fspath(path)
+    text = path.uri if isinstance(path, Location) else os.fspath(path)
     if "://" not in text:
         return None
     protocol = text.split("://", 1)[0].lower()
     return None if protocol == "file" else protocol
 
 
-def is_remote(path: StrPath | None) -> bool:
+def is_remote(path: StrPath | Location | None) -> bool:
     """Whether ``path`` is a URI of an object store (not a local path)."""
     return path is not None and protocol_of(path) is not None
 
@@ -269,6 +269,44 @@ def location(path: StrPath | Location) -> Location:
     if isinstance(path, Location):
         return path
     return Location(os.fspath(path))
+
+
+def describe_error(error: BaseException) -> str | None:
+    """A one-line explanation of an error raised by a store's client library (botocore, Google
+    auth, the HTTP layer under them), or None for any other error."""
+    module = type(error).__module__ or ""
+    name = type(error).__name__
+    if name == "NoCredentialsError" or module.startswith("google.auth"):
+        return (
+            f"no credentials for the object store ({name}: {error}); set AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY or a role (s3://), or application default credentials (gs://)"
+        )
+    store = module.startswith(("botocore", "aiobotocore", "aiohttp", "gcsfs"))
+    return f"object store error: {name}: {error}" if store else None
+
+
+def check_reachable(path: StrPath | Location) -> None:
+    """StorageError (one line) unless the bucket of ``path`` exists and answers with the
+    credentials at hand; a local path passes. A missing bucket would otherwise look like an
+    empty one, and ``exists`` would swallow a missing-credentials error."""
+    if not is_remote(path):
+        return
+    loc = location(path)
+    bucket = loc.path.lstrip("/").split("/", 1)[0]
+    try:
+        loc.fs.info(bucket)
+    except FileNotFoundError:
+        endpoint = loc.fs.storage_options.get("endpoint_url")
+        where = f" at {endpoint}" if endpoint else ""
+        raise StorageError(
+            f"{loc}: bucket {bucket} does not exist{where} (or is not visible)"
+        ) from None
+    except PermissionError as e:
+        raise StorageError(f"{loc}: access to bucket {bucket} denied ({e})") from None
+    except Exception as e:
+        if (why := describe_error(e)) is None:
+            raise
+        raise StorageError(f"{loc}: {why}") from None
 
 
 def modified_time(info: dict[str, Any]) -> float | None:

@@ -355,15 +355,18 @@ def download_checkpoint(ckpt: StrPath | Location, local_checkpoints: StrPath) ->
     if temp.exists():
         remove_tree(temp)
     temp.mkdir(parents=True)
-    for rel, expected in sorted(marker["files"].items()):
-        dest = (ckpt / rel).download(temp / rel)
-        actual = layout.sha256_file(dest)
-        if actual != expected:
-            remove_tree(temp)
-            raise ValueError(
-                f"checkpoint {ckpt}: sha256 of {rel} is {actual}, {COMPLETE} recorded {expected} "
-                "(the object was modified or corrupted after the checkpoint was written)"
-            )
+    try:
+        for rel, expected in sorted(marker["files"].items()):
+            dest = (ckpt / rel).download(temp / rel)
+            actual = layout.sha256_file(dest)
+            if actual != expected:
+                raise ValueError(
+                    f"checkpoint {ckpt}: sha256 of {rel} is {actual}, {COMPLETE} recorded "
+                    f"{expected} (the object was modified or corrupted after it was written)"
+                )
+    except BaseException:  # a bad object, a checkpoint rotated away mid-download, a kill
+        remove_tree(temp)
+        raise
     (temp / COMPLETE).write_bytes(marker_bytes)
     if final.exists() or final.is_symlink():
         remove_tree(final)

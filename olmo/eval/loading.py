@@ -14,7 +14,9 @@ worker records it). The model is rebuilt as our OLMo module in fp32, in eval mod
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +27,7 @@ from olmo.checkpoints import layout
 from olmo.checkpoints.paths import CONFIG_FILE
 from olmo.model.config import ModelConfig
 from olmo.model.transformer import OLMo
+from olmo.storage import is_remote
 
 __all__ = [
     "TOKENIZER_FILE",
@@ -155,7 +158,8 @@ def _describe(error: BaseException) -> str:
 def find_tokenizer(checkpoint: str | os.PathLike[str]) -> Path | None:
     """``tokenizer.json`` of a trainer checkpoint's training data: the first of the run config's
     ``data.paths`` whose folder holds one (data-prep writes it next to ``manifest.json``).
-    Relative data paths are tried as given and relative to the run directory."""
+    Relative data paths are tried as given and relative to the run directory; data on an object
+    store (a URI) has its tokenizer downloaded."""
     import yaml
 
     checkpoint = Path(checkpoint)
@@ -166,6 +170,10 @@ def find_tokenizer(checkpoint: str | os.PathLike[str]) -> Path | None:
         return None
     run_dir = checkpoint.parent.parent
     for raw in paths:
+        if is_remote(str(raw)):
+            if (found := _remote_tokenizer(str(raw))) is not None:
+                return found
+            continue
         data = Path(str(raw))
         candidates = [data] if data.is_absolute() else [data, run_dir / data]
         for candidate in candidates:
@@ -173,6 +181,23 @@ def find_tokenizer(checkpoint: str | os.PathLike[str]) -> Path | None:
             if (folder / TOKENIZER_FILE).is_file():
                 return folder / TOKENIZER_FILE
     return None
+
+
+def _remote_tokenizer(uri: str) -> Path | None:
+    """The ``tokenizer.json`` beside training data on an object store, downloaded (a small file)
+    into ``$OLMO_STAGING_DIR`` (else the temporary folder); None when there is none."""
+    from olmo.storage import location
+
+    try:
+        data = location(uri)
+        remote = (data.parent if data.is_file() else data) / TOKENIZER_FILE
+        if not remote.is_file():
+            return None
+        key = hashlib.sha256(remote.uri.encode()).hexdigest()[:16]
+        root = os.environ.get("OLMO_STAGING_DIR") or tempfile.gettempdir()
+        return remote.download(Path(root) / "olmo-tokenizers" / key / TOKENIZER_FILE)
+    except (OSError, ValueError):
+        return None
 
 
 def load_tokenizer(path: str | os.PathLike[str]) -> Any:

@@ -89,3 +89,17 @@ def test_local_or_remote(text, remote):
 def test_unsupported_uris_say_what_is_supported(bad):
     with pytest.raises(StorageError, match=r"s3://|bucket"):
         location(bad)
+
+
+def test_check_reachable_names_a_missing_bucket(s3_bucket, tmp_path):
+    storage.check_reachable(f"{s3_bucket}/runs/r1")  # an empty prefix of a bucket that exists
+    storage.check_reachable(tmp_path / "anything")  # local paths pass
+    with pytest.raises(StorageError, match=r"bucket no-such-bucket-x does not exist at http"):
+        storage.check_reachable("s3://no-such-bucket-x/runs")
+
+
+def test_client_errors_become_one_line():
+    from botocore.exceptions import NoCredentialsError
+
+    assert "no credentials" in storage.describe_error(NoCredentialsError())
+    assert storage.describe_error(ValueError("x")) is None

@@ -2,7 +2,9 @@
 compare two results.
 
 olmo-eval run --checkpoint runs/tiny/checkpoints/step000300 --tasks copa,piqa --limit 50
+olmo-eval run --checkpoint s3://bucket/runs/tiny/checkpoints/step000300 --tasks copa
 olmo-eval watch runs/tiny --port 8080 --wandb-project olmo-tiny
+olmo-eval watch s3://bucket/runs/tiny --cache-dir /scratch  # downloads each checkpoint there
 olmo-eval watch runs/tiny --once                   # one pass, then exit (cron-style)
 olmo-eval watch runs/tiny --until-step 300         # exit once step >= 300 is evaluated
 olmo-eval compare runs/a/eval/step000300.json runs/b/eval/step000300.json
@@ -19,16 +21,20 @@ ends ``run`` and ``compare`` with 143.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from olmo.checkpoints import layout
 from olmo.signals import EXIT_TERMINATED, Terminated, sigterm_raises
+from olmo.storage import StorageError, check_reachable, is_remote, location
 from olmo_evalworker import records, worker
 from olmo_evalworker.worker import PROG, HttpSettings, UsageError, WandbSettings, WatchSettings
 
@@ -108,6 +114,12 @@ def _add_eval_options(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_EVALUATOR,
         metavar="MODULE:FUNCTION",
         help="a callable with olmo.eval.evaluate_checkpoint's signature (default: that one)",
+    )
+    g.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="for a checkpoint or run dir on s3:// or gs://: the local folder checkpoints are "
+        f"downloaded to, one at a time (default: ${records.STAGING_ENV}, else TMPDIR/olmo-eval)",
     )
     g.add_argument("--quiet", action="store_true", help="no progress messages")
 
@@ -210,7 +222,8 @@ def _add_run(sub: Any) -> None:
         "--checkpoint",
         required=True,
         metavar="PATH",
-        help="a COMPLETE checkpoint folder RUN_DIR/checkpoints/stepNNNNNN or an HF directory",
+        help="a COMPLETE checkpoint folder RUN_DIR/checkpoints/stepNNNNNN (a path, or a URI on "
+        "s3:// or gs://: downloaded to --cache-dir first, sha256-checked) or an HF directory",
     )
     p.add_argument("--output", metavar="FILE", help="write the results JSON here ('-': stdout)")
     _add_eval_options(p)
@@ -222,16 +235,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     options = _eval_options(args)
     evaluate = _load_evaluator(args.evaluator)
-    path = Path(args.checkpoint)
-    if not path.exists():
-        raise UsageError(f"checkpoint {path} does not exist")
+    remote = is_remote(args.checkpoint)
+    if remote:
+        _check_store(args.checkpoint)
+        if (problem := layout.completeness_problem(args.checkpoint)) is not None:
+            raise UsageError(problem)
+    elif not Path(args.checkpoint).exists():
+        raise UsageError(f"checkpoint {args.checkpoint} does not exist")
     if args.evaluator == DEFAULT_EVALUATOR:
         _check_task_data(options)
-    try:
-        results = evaluate(path, **options, verify=not args.no_verify, progress=not args.quiet)
-    except (CheckpointError, TokenizerNotFound) as e:
-        raise UsageError(str(e)) from None
-    decontamination = records.training_decontamination(path)
+    with contextlib.ExitStack() as stack:
+        path = Path(args.checkpoint)
+        if remote:  # a local copy (sha256-checked), removed at the end
+            cache = records.cache_dir(args.checkpoint, args.cache_dir)
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="run-", dir=cache))
+            try:
+                path = records.download_checkpoint(location(args.checkpoint), Path(tmp))
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+        verify = not args.no_verify and not remote
+        try:
+            results = evaluate(path, **options, verify=verify, progress=not args.quiet)
+        except (CheckpointError, TokenizerNotFound) as e:
+            raise UsageError(str(e)) from None
+        if remote:
+            results = {**results, "checkpoint": args.checkpoint}
+        decontamination = records.training_decontamination(path)
     if decontamination is not None:  # a trainer checkpoint: its training data's set(s)
         results = {**results, "decontamination": decontamination}
     table = format_table(results)
@@ -320,7 +350,7 @@ def _add_watch(sub: Any) -> None:
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
-    run_dir = _watch_run_dir(Path(args.run_dir))
+    run_dir = _watch_run_dir(args.run_dir)
     options = _eval_options(args)
     if args.poll_seconds <= 0:
         raise UsageError(f"--poll-seconds must be > 0, got {args.poll_seconds}")
@@ -350,11 +380,24 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         verify=not args.no_verify,
         http=None if args.no_http else HttpSettings(args.host, args.port, args.stuck_after or None),
         wandb=_wandb_settings(args, options),
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
     )
     return worker.watch(settings, evaluate)
 
 
-def _watch_run_dir(run_dir: Path) -> Path:
+def _check_store(uri: str) -> None:
+    """UsageError (exit 2, one line) for a bucket that does not exist or missing credentials."""
+    try:
+        check_reachable(uri)
+    except StorageError as e:
+        raise UsageError(str(e)) from None
+
+
+def _watch_run_dir(text: str) -> Path | str:
+    if is_remote(text):  # a prefix on a store "exists" once its bucket does
+        _check_store(text)
+        return str(location(text))
+    run_dir = Path(text)
     if not run_dir.exists() and run_dir.parent.is_dir():
         # Started beside the trainer (the operator's Deployment, olmo-local): the run dir may
         # not exist yet. Its parent (the mounted volume) must.

@@ -2,7 +2,8 @@
 interface that hears about each as it happens (Prometheus, W&B, the OLMoJob status).
 
 ``Watcher.process`` returns one of ``Evaluated``, ``Failed``, ``Vanished`` or ``Skipped``
-(``Outcome``); ``PassReport`` sorts a pass's outcomes by kind. Torch-free.
+(``Outcome``); ``PassReport`` sorts a pass's outcomes by kind. A checkpoint on an object store is
+named by its ``olmo.storage.Location``. Torch-free.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from olmo.storage import Location
 
 __all__ = [
     "Evaluated",
@@ -30,9 +34,9 @@ class Evaluated:
 
     step: int
     tokens: int | None
-    checkpoint: Path
+    checkpoint: Path | Location
     results: Mapping[str, Any]
-    results_path: Path
+    results_path: Path | Location
     seconds: float
     recovered: bool = False
 
@@ -42,7 +46,7 @@ class Failed:
     """A failed attempt; ``record`` is what ``stepNNNNNN.failed.json`` now holds."""
 
     step: int
-    checkpoint: Path
+    checkpoint: Path | Location
     record: Mapping[str, Any]
 
     @property
@@ -56,7 +60,7 @@ class Skipped:
     """Nothing to do: the folder is not a checkpoint, not complete, or already evaluated."""
 
     step: int | None
-    checkpoint: Path
+    checkpoint: Path | Location
     reason: str
 
 
@@ -65,7 +69,7 @@ class Vanished:
     """The checkpoint was deleted (checkpoint rotation) before its evaluation finished."""
 
     step: int
-    checkpoint: Path
+    checkpoint: Path | Location
 
 
 Outcome = Evaluated | Failed | Vanished | Skipped

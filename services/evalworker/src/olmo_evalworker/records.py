@@ -19,21 +19,34 @@ Results also name the decontamination set the checkpoint's training data were pr
 dataset's ``manifest.json``, and the checkpoint's ``config.yaml`` names the datasets
 (``data.paths``).
 
-Standard library and PyYAML only (plus the torch-free ``olmo.checkpoints`` and ``olmo.fileio``).
+A run directory may be on an object store (``s3://bucket/runs/x``): then every one of these files
+is an object under ``RUN/eval/`` (written whole by one PUT; ``metrics.jsonl`` is rewritten whole
+to append, as only the one worker of a run writes it), and the worker's local files (the lock,
+the downloaded checkpoint, W&B's files) live in its cache folder (``cache_dir``). The functions
+here take and return a ``Path`` for a local run directory and an ``olmo.storage.Location`` for
+one on a store (``Where``: both have ``/``, ``name``, ``exists``, ``read_text``).
+
+Standard library and PyYAML only (plus the torch-free ``olmo.checkpoints``, ``olmo.fileio`` and
+``olmo.storage``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import re
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from olmo.checkpoints import layout
 from olmo.fileio import write_atomic
+from olmo.json_records import read_json_object
+from olmo.storage import Location, is_remote, location
 
 __all__ = [
     "FAILED_SUFFIX",
@@ -41,14 +54,22 @@ __all__ = [
     "METRICS_FILE",
     "WANDB_ID_FILE",
     "append_metrics_line",
+    "cache_dir",
+    "checkpoint_path",
     "complete_sha256",
     "decontamination_names",
+    "download_checkpoint",
     "eval_dir",
     "failure_path",
     "flat_metrics",
     "headlines",
+    "local_dir",
     "metrics_path",
+    "read_json",
     "read_metrics",
+    "remove",
+    "results_path",
+    "run_root",
     "training_decontamination",
     "verification_problem",
     "write_json",
@@ -61,32 +82,106 @@ LOCK_FILE = "worker.lock"
 DATA_SUMMARY = "summary.json"
 """What data-prep writes beside ``manifest.json``; its ``decontamination`` record names the set."""
 _DECONTAMINATION_KEYS = ("enabled", "name", "id", "paragraphs", "min_words", "documents_removed")
+STAGING_ENV = "OLMO_STAGING_DIR"
+"""Local scratch of pods that use object storage: where a checkpoint is downloaded to."""
+
+Where = Path | Location
+PathOrUri = str | os.PathLike[str] | Location
 
 
-def eval_dir(run_dir: str | os.PathLike[str]) -> Path:
+def run_root(path: PathOrUri) -> Where:
+    """A run directory or checkpoint folder as a ``Path`` (local) or a ``Location`` (a URI)."""
+    if isinstance(path, Location):
+        return path if path.is_remote else Path(path.uri)
+    text = os.fspath(path)
+    return location(text) if is_remote(text) else Path(text)
+
+
+def eval_dir(run_dir: PathOrUri) -> Where:
     """``RUN_DIR/eval`` (the layout's ``EVAL_DIR``)."""
-    return Path(run_dir) / layout.EVAL_DIR
+    return run_root(run_dir) / layout.EVAL_DIR
 
 
-def failure_path(run_dir: str | os.PathLike[str], step: int) -> Path:
+def failure_path(run_dir: PathOrUri, step: int) -> Where:
     """``RUN_DIR/eval/stepNNNNNN.failed.json``."""
     return eval_dir(run_dir) / f"{layout.step_dir_name(step)}{FAILED_SUFFIX}"
 
 
-def metrics_path(run_dir: str | os.PathLike[str]) -> Path:
+def metrics_path(run_dir: PathOrUri) -> Where:
     """``RUN_DIR/eval/metrics.jsonl``."""
     return eval_dir(run_dir) / METRICS_FILE
 
 
-def complete_sha256(ckpt_dir: str | os.PathLike[str]) -> str | None:
+def results_path(run_dir: PathOrUri, step: int) -> Where:
+    """``RUN_DIR/eval/stepNNNNNN.json`` (the layout's ``eval_result_path``)."""
+    return eval_dir(run_dir) / f"{layout.step_dir_name(step)}.json"
+
+
+def checkpoint_path(run_dir: PathOrUri, step: int) -> Where:
+    """``RUN_DIR/checkpoints/stepNNNNNN``."""
+    return run_root(run_dir) / layout.CHECKPOINTS_DIR / layout.step_dir_name(step)
+
+
+def cache_dir(run_dir: PathOrUri, root: str | os.PathLike[str] | None = None) -> Path:
+    """The local folder of a worker watching a run on a store: ``ROOT/<bucket-prefix-hash>``,
+    ROOT being ``root``, else ``$OLMO_STAGING_DIR``, else ``TMPDIR/olmo-eval``. It holds the
+    worker lock, W&B's files and (under ``checkpoints/``) the one checkpoint being evaluated."""
+    base = Path(root or os.environ.get(STAGING_ENV) or Path(tempfile.gettempdir()) / "olmo-eval")
+    uri = str(run_root(run_dir))
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", uri.split("://", 1)[-1]).strip("-")[-80:]
+    return base / f"{name}-{hashlib.sha256(uri.encode()).hexdigest()[:8]}"
+
+
+def local_dir(run_dir: PathOrUri, cache: str | os.PathLike[str] | None = None) -> Path:
+    """Where the worker keeps its local files (the lock, W&B's): ``RUN_DIR/eval`` for a local
+    run dir, ``cache_dir(run_dir, cache)`` for one on a store."""
+    root = run_root(run_dir)
+    return cache_dir(root, cache) if isinstance(root, Location) else root / layout.EVAL_DIR
+
+
+def download_checkpoint(ckpt: Location, cache: Path) -> Path:
+    """A local copy of the checkpoint ``ckpt`` as ``CACHE/checkpoints/stepNNNNNN``, every file
+    sha256-checked (ValueError otherwise, or when ``ckpt`` is not complete), after removing
+    whatever an earlier worker left there: the cache holds one checkpoint at most."""
+    from olmo.checkpoints import objectstore
+    from olmo.checkpoints.folders import remove_tree
+
+    folder = cache / layout.CHECKPOINTS_DIR
+    if folder.exists():
+        remove_tree(folder)
+    folder.mkdir(parents=True)
+    return objectstore.download_checkpoint(ckpt, folder)
+
+
+def read_json(where: Where) -> dict[str, Any] | None:
+    """A JSON object file's content, on disk or on a store; None if missing or not an object."""
+    if not isinstance(where, Location):
+        return read_json_object(where)
+    try:
+        data = json.loads(where.read_bytes())
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def remove(where: Where) -> None:
+    """Delete a file on disk or on a store; a missing one is fine."""
+    if isinstance(where, Location):
+        where.remove()
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            where.unlink()
+
+
+def complete_sha256(ckpt_dir: PathOrUri) -> str | None:
     """sha256 of the checkpoint's ``COMPLETE`` marker bytes (its identity); None if unreadable."""
     try:
-        return hashlib.sha256((Path(ckpt_dir) / layout.COMPLETE).read_bytes()).hexdigest()
+        return hashlib.sha256((run_root(ckpt_dir) / layout.COMPLETE).read_bytes()).hexdigest()
     except OSError:
         return None
 
 
-def verification_problem(ckpt_dir: str | os.PathLike[str]) -> str | None:
+def verification_problem(ckpt_dir: PathOrUri) -> str | None:
     """None when every file ``COMPLETE`` lists exists with its recorded sha256; else why not.
 
     The worker checks this itself before calling any evaluator, so a checkpoint whose files
@@ -95,9 +190,14 @@ def verification_problem(ckpt_dir: str | os.PathLike[str]) -> str | None:
     return layout.completeness_problem(ckpt_dir, verify=True)
 
 
-def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
-    """Atomically write ``data`` as indented JSON (readers never see a partial file)."""
-    write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+def write_json(path: str | os.PathLike[str] | Location, data: Mapping[str, Any]) -> None:
+    """Atomically write ``data`` as indented JSON (readers never see a partial file; on a store
+    one PUT is visible whole)."""
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    if isinstance(path, Location):
+        path.write_text(text)
+    else:
+        write_atomic(path, text)
 
 
 def _finite(value: object) -> bool:
@@ -138,7 +238,7 @@ def flat_metrics(results: Mapping[str, Any]) -> dict[str, float]:
     return flat
 
 
-def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def read_metrics(run_dir: PathOrUri) -> list[dict[str, Any]]:
     """The lines of ``metrics.jsonl`` (unparsable lines, e.g. a torn last line, are skipped)."""
     try:
         text = metrics_path(run_dir).read_text()
@@ -155,7 +255,7 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return lines
 
 
-def append_metrics_line(run_dir: str | os.PathLike[str], line: Mapping[str, Any]) -> bool:
+def append_metrics_line(run_dir: PathOrUri, line: Mapping[str, Any]) -> bool:
     """Append ``line`` to ``metrics.jsonl`` unless a line for the same checkpoint (step and
     ``complete_sha256``) is already there; True if appended. Idempotent, so the worker can
     redo this step after a crash."""
@@ -164,6 +264,13 @@ def append_metrics_line(run_dir: str | os.PathLike[str], line: Mapping[str, Any]
         return False
     path = metrics_path(run_dir)
     text = json.dumps(line, sort_keys=True) + "\n"
+    if isinstance(path, Location):  # no append on a store: rewrite it whole (one writer)
+        try:
+            old = path.read_text()
+        except FileNotFoundError:
+            old = ""
+        path.write_text(old + ("\n" if old and not old.endswith("\n") else "") + text)
+        return True
     with open(path, "a+b") as f:
         f.seek(0, os.SEEK_END)
         if f.tell() > 0:  # a crash mid-append can leave a line without its newline
@@ -176,9 +283,10 @@ def append_metrics_line(run_dir: str | os.PathLike[str], line: Mapping[str, Any]
     return True
 
 
-def _data_folders(checkpoint: Path) -> list[tuple[str, Path | None]]:
+def _data_folders(checkpoint: Path) -> list[tuple[str, Where | None]]:
     """``(data path as configured, its folder or None when not found)`` for each of the run
-    config's ``data.paths`` (relative paths: as given, then relative to the run dir)."""
+    config's ``data.paths`` (relative paths: as given, then relative to the run dir; a URI is
+    looked up on its store)."""
     import yaml
 
     try:
@@ -187,8 +295,11 @@ def _data_folders(checkpoint: Path) -> list[tuple[str, Path | None]]:
     except (OSError, ValueError, AttributeError, yaml.YAMLError):
         return []
     run_dir = checkpoint.parent.parent
-    out: list[tuple[str, Path | None]] = []
+    out: list[tuple[str, Where | None]] = []
     for raw in paths:
+        if is_remote(str(raw)):
+            out.append((str(raw), _remote_data_folder(str(raw))))
+            continue
         data = Path(str(raw))
         candidates = [data] if data.is_absolute() else [data, run_dir / data]
         found = None
@@ -198,6 +309,14 @@ def _data_folders(checkpoint: Path) -> list[tuple[str, Path | None]]:
                 break
         out.append((str(raw), found))
     return out
+
+
+def _remote_data_folder(uri: str) -> Location | None:
+    try:
+        data = location(uri)
+        return data.parent if data.is_file() else data if data.exists() else None
+    except Exception:  # an unreachable store: reported as "not found"
+        return None
 
 
 def training_decontamination(checkpoint: str | os.PathLike[str]) -> dict[str, Any] | None:

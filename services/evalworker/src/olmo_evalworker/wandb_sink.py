@@ -1,7 +1,9 @@
 """Evaluation results to Weights & Biases: one W&B run per run dir, resumed across restarts.
 
-The run id lives in ``RUN_DIR/eval/wandb-id`` (the trainer's own run has a different id), so a
-restarted worker logs into the same W&B run. Every evaluated checkpoint is one ``log`` call with
+The run id lives in ``RUN_DIR/eval/wandb-id`` (the trainer's own run has a different id; an
+object on the store for a run dir there), so a restarted worker logs into the same W&B run.
+W&B's own files go to ``RUN_DIR/eval/wandb/``, or under the worker's cache folder for a run dir
+on a store. Every evaluated checkpoint is one ``log`` call with
 the ``metrics.jsonl`` numbers plus ``checkpoint/step`` and ``checkpoint/tokens``, and every
 metric is charted against ``checkpoint/step`` (``define_metric(step_metric=...)``) rather than
 W&B's own step counter: W&B drops points whose ``step=`` goes backwards, which a retried older
@@ -19,6 +21,7 @@ import string
 from pathlib import Path
 from typing import Any
 
+from olmo.storage import Location
 from olmo.train.metrics import wandb_mode
 from olmo_evalworker import records
 from olmo_evalworker.outcomes import Evaluated, Sink
@@ -45,6 +48,7 @@ class WandbSink(Sink):
         run_dir: str | Path,
         *,
         project: str,
+        files_dir: Path | None = None,
         entity: str | None = None,
         mode: str = "online",
         name: str | None = None,
@@ -54,10 +58,10 @@ class WandbSink(Sink):
             raise ValueError(f"W&B mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
         import wandb
 
-        self.run_dir = Path(run_dir)
-        folder = records.eval_dir(self.run_dir)
-        folder.mkdir(exist_ok=True)
-        id_file = folder / records.WANDB_ID_FILE
+        self.run_dir = records.run_root(run_dir)
+        folder = files_dir or records.local_dir(self.run_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        id_file = records.eval_dir(self.run_dir) / records.WANDB_ID_FILE
         if id_file.is_file() and id_file.read_text().strip():
             run_id = id_file.read_text().strip()
         else:
@@ -70,7 +74,7 @@ class WandbSink(Sink):
             entity=entity,
             id=run_id,
             resume="allow",
-            name=name or f"{self.run_dir.resolve().name}-eval",
+            name=name or f"{_run_name(self.run_dir)}-eval",
             job_type="eval",
             dir=str(folder),
             mode=self.mode,
@@ -92,3 +96,7 @@ class WandbSink(Sink):
         if self.run is not None:
             self.run.finish()
             self.run = None
+
+
+def _run_name(run_dir: Path | Location) -> str:
+    return run_dir.name if isinstance(run_dir, Location) else run_dir.resolve().name

@@ -31,6 +31,12 @@ evaluation in progress is never interrupted here (the worker abandons it on SIGT
 
 ``process`` returns the checkpoint's typed outcome (``olmo_evalworker.outcomes``), which the
 sinks also hear about. Torch-free: the evaluator brings torch in.
+
+A run directory on an object store (``s3://…``, ``gs://…``) is watched the same way (the layout
+functions dispatch to ``olmo.checkpoints.objectstore``; where the files go: ``records``). Each
+checkpoint is downloaded into the local cache folder first, every file sha256-checked (the
+verification, whatever ``verify`` says); the evaluator gets that copy, deleted when the attempt
+ends. A checkpoint deleted from the store during its download has vanished, as on disk.
 """
 
 from __future__ import annotations
@@ -48,7 +54,9 @@ from pathlib import Path
 from typing import Any
 
 from olmo.checkpoints import layout
-from olmo.json_records import now_iso, read_json_object
+from olmo.checkpoints.folders import remove_tree
+from olmo.json_records import now_iso
+from olmo.storage import Location
 from olmo_evalworker import records
 from olmo_evalworker.outcomes import (
     Evaluated,
@@ -71,6 +79,7 @@ __all__ = [
 log = logging.getLogger("olmo_evalworker")
 
 Evaluator = Callable[[Path], Mapping[str, Any]]
+"""Takes a local checkpoint folder (a downloaded copy when the run dir is on a store)."""
 
 
 class CheckpointVerificationError(Exception):
@@ -106,7 +115,7 @@ class Watcher:
 
     def __init__(
         self,
-        run_dir: str | os.PathLike[str],
+        run_dir: str | os.PathLike[str] | Location,
         evaluate: Evaluator,
         *,
         max_attempts: int = 2,
@@ -115,12 +124,15 @@ class Watcher:
         sinks: Sequence[Sink] = (),
         fatal: tuple[type[BaseException], ...] = (),
         clock: Callable[[], float] = time.time,
+        cache_dir: str | os.PathLike[str] | None = None,
     ):
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         if retry_delay < 0:
             raise ValueError(f"retry_delay must be >= 0, got {retry_delay}")
-        self.run_dir = Path(run_dir)
+        self.run_dir = records.run_root(run_dir)
+        self.remote = isinstance(self.run_dir, Location)
+        self.local_dir = records.local_dir(self.run_dir, cache_dir)
         self.evaluate = evaluate
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
@@ -138,7 +150,7 @@ class Watcher:
 
     def failure(self, step: int, identity: str | None) -> dict[str, Any] | None:
         """The failure record of ``step`` if it is about the checkpoint with ``identity``."""
-        record = read_json_object(records.failure_path(self.run_dir, step))
+        record = records.read_json(records.failure_path(self.run_dir, step))
         if record is None or record.get("complete_sha256") != identity:
             return None
         return record
@@ -164,7 +176,7 @@ class Watcher:
         """Steps attempted by this watcher that are not evaluated and have a failure record."""
         out = []
         for step in sorted(self.attempted):
-            path = layout.final_dir(self.run_dir, step)
+            path = records.checkpoint_path(self.run_dir, step)
             if layout.is_evaluated(path) or not path.exists():
                 continue
             if self.failure(step, records.complete_sha256(path)) is not None:
@@ -177,7 +189,8 @@ class Watcher:
     def run_pass(self, stop: threading.Event | None = None) -> PassReport:
         """Scan once and process every pending checkpoint, oldest first."""
         report = PassReport()
-        records.eval_dir(self.run_dir).mkdir(exist_ok=True)
+        if not self.remote:
+            Path(records.eval_dir(self.run_dir)).mkdir(exist_ok=True)
         self.state.set("scanning")
         pending = self.plan()
         self._tell(lambda sink: sink.pending(len(pending)))
@@ -190,10 +203,10 @@ class Watcher:
         self._tell(lambda sink: sink.idle())
         return report
 
-    def process(self, checkpoint: str | os.PathLike[str]) -> Outcome:
+    def process(self, checkpoint: str | os.PathLike[str] | Location) -> Outcome:
         """Evaluate one checkpoint folder; returns what became of it: ``Evaluated`` (also when
         recovered), ``Failed``, ``Vanished`` or ``Skipped``."""
-        path = Path(checkpoint)
+        path = records.run_root(checkpoint)
         step = layout.parse_step(path.name)
         if step is None:
             return Skipped(None, path, "not a checkpoint folder")
@@ -205,8 +218,8 @@ class Watcher:
         if layout.is_evaluated(path):
             return Skipped(step, path, "already evaluated")
         identity = records.complete_sha256(path)
-        results_path = layout.eval_result_path(self.run_dir, step)
-        previous = read_json_object(results_path)
+        results_path = records.results_path(self.run_dir, step)
+        previous = records.read_json(results_path)
         if previous is not None and _worker_block(previous).get("complete_sha256") == identity:
             log.info("%s: results already written by an earlier worker; completing", path.name)
             seconds = float(_worker_block(previous).get("seconds", 0.0))
@@ -219,13 +232,19 @@ class Watcher:
         self.state.set("evaluating", step)
         self._tell(lambda sink: sink.started(step))
         started = time.monotonic()
+        local = path
         try:
-            if self.verify and (problem := records.verification_problem(path)):
+            if isinstance(path, Location):  # a local copy; ValueError: incomplete or corrupt
+                try:
+                    local = records.download_checkpoint(path, self.local_dir)
+                except ValueError as e:
+                    raise CheckpointVerificationError(str(e)) from None
+            elif self.verify and (problem := records.verification_problem(path)):
                 raise CheckpointVerificationError(problem)
-            results = self.evaluate(path)
+            results = self.evaluate(local)
             if not isinstance(results, Mapping):
                 raise TypeError(f"the evaluator returned {type(results).__name__}, not a dict")
-            results = self._stamp(dict(results), path, step, identity, attempt, started)
+            results = self._stamp(dict(results), path, local, step, identity, attempt, started)
             json.dumps(results)  # not JSON-ready: a failure of this attempt, not a crash later
         except Exception as error:
             if not path.exists() or not layout.is_complete(path):
@@ -245,16 +264,20 @@ class Watcher:
                 "" if failed.final else " (will retry)",
             )
             return failed
+        finally:
+            if local is not path:  # the cache keeps only the checkpoint being evaluated
+                remove_tree(local)
         return self._commit(path, step, results, results_path, results["evalworker"]["seconds"])
 
-    def _vanished(self, step: int, path: Path) -> Vanished:
+    def _vanished(self, step: int, path: Path | Location) -> Vanished:
         self._tell(lambda sink: sink.vanished(step))
         return Vanished(step, path)
 
     def _stamp(
         self,
         results: dict[str, Any],
-        path: Path,
+        path: Path | Location,
+        local: Path | Location,
         step: int,
         identity: str | None,
         attempt: int,
@@ -268,8 +291,11 @@ class Watcher:
         results["step"] = step
         if results.get("tokens") is None:
             results["tokens"] = marker.get("tokens")
-        results.setdefault("checkpoint", str(path))
-        decontamination = records.training_decontamination(path)
+        if local is path:
+            results.setdefault("checkpoint", str(path))
+        else:  # not the local copy, which is gone by now
+            results["checkpoint"] = str(path)
+        decontamination = records.training_decontamination(local)
         if decontamination is not None:
             results["decontamination"] = decontamination
         results["evalworker"] = {
@@ -283,10 +309,10 @@ class Watcher:
 
     def _commit(
         self,
-        path: Path,
+        path: Path | Location,
         step: int,
         results: Mapping[str, Any],
-        results_path: Path,
+        results_path: Path | Location,
         seconds: float,
         *,
         recovered: bool = False,
@@ -312,7 +338,7 @@ class Watcher:
             )
             self._tell(lambda sink: sink.evaluated(event))
             info = {
-                "results": str(results_path.relative_to(self.run_dir)),
+                "results": f"{layout.EVAL_DIR}/{results_path.name}",
                 "complete_sha256": worker.get("complete_sha256"),
                 "headline": records.headlines(results),
                 "seconds": seconds,
@@ -322,16 +348,14 @@ class Watcher:
                 layout.mark_evaluated(path, info)
             except FileNotFoundError:
                 log.info("%s: deleted after its evaluation; results kept", path.name)
-            failure = records.failure_path(self.run_dir, step)
-            with contextlib.suppress(FileNotFoundError):
-                failure.unlink()
+            records.remove(records.failure_path(self.run_dir, step))
         headline = ", ".join(f"{t} {v:.4f}" for t, v in records.headlines(results).items())
         log.info("%s: evaluated in %.1fs%s", path.name, seconds, f" ({headline})" * bool(headline))
         return event
 
     def _record_failure(
         self,
-        path: Path,
+        path: Path | Location,
         step: int,
         identity: str | None,
         attempt: int,
@@ -427,8 +451,8 @@ class Watcher:
     ) -> Iterator[bool]:
         """Hold ``RUN_DIR/eval/worker.lock`` (``flock``). Yields False if ``stop`` was set while
         waiting; raises ``WorkerLockBusy`` when busy and ``wait`` is False."""
-        folder = records.eval_dir(self.run_dir)
-        folder.mkdir(exist_ok=True)
+        folder = self.local_dir
+        folder.mkdir(parents=self.remote, exist_ok=True)
         path = folder / records.LOCK_FILE
         with open(path, "a+") as f:
             said = False

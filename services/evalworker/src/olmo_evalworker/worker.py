@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from olmo_evalworker import records
 from olmo_evalworker.outcomes import Sink
 from olmo_evalworker.watcher import Evaluator, Watcher, WorkerLockBusy
 
@@ -58,7 +59,8 @@ class WandbSettings:
 class WatchSettings:
     """How ``watch`` runs; the CLI's ``watch`` options, validated."""
 
-    run_dir: Path
+    run_dir: Path | str
+    """A local folder or the URI of one on an object store."""
     poll_seconds: float = 30.0
     once: bool = False
     until_step: int | None = None
@@ -68,6 +70,8 @@ class WatchSettings:
     verify: bool = True
     http: HttpSettings | None = HttpSettings()
     wandb: WandbSettings | None = None
+    cache_dir: Path | None = None
+    """For a run dir on a store: where checkpoints are downloaded (``records.cache_dir``)."""
 
 
 def watch(settings: WatchSettings, evaluate: Evaluator) -> int:
@@ -87,6 +91,7 @@ def watch(settings: WatchSettings, evaluate: Evaluator) -> int:
         verify=settings.verify,
         sinks=[metrics, *_reporting_sinks(settings)],
         fatal=(EvalDataMissing, TokenizerNotFound, ImportError),
+        cache_dir=settings.cache_dir,
     )
     stop = threading.Event()
     loop = _Loop(
@@ -144,6 +149,7 @@ def _reporting_sinks(settings: WatchSettings) -> list[Sink]:
         sinks.append(
             WandbSink(
                 settings.run_dir,
+                files_dir=records.local_dir(settings.run_dir, settings.cache_dir),
                 project=wb.project,
                 entity=wb.entity,
                 mode=wb.mode,
