@@ -14,7 +14,7 @@ CI_LOCKS := locks/build.txt locks/torch-deps.txt locks/torch-cpu.txt locks/ci.tx
 LOCK_TOOL := .cache/lock-tool
 UV := $(LOCK_TOOL)/bin/uv
 
-.PHONY: help train-local setup lock lock-check lock-torch test pytest lint format bench bench-model bench-train bench-data bench-data-order bench-dataprep bench-dataprep-memory bench-dataprep-scaleout bench-dolma bench-eval bench-operator \
+.PHONY: help train-local setup lock lock-check lock-torch test pytest lint format bench bench-model bench-train bench-checkpoint-upload bench-data bench-data-order bench-dataprep bench-dataprep-memory bench-dataprep-scaleout bench-dolma bench-eval bench-operator \
 	corpus tokenizer dataprep clean
 
 help:
@@ -29,6 +29,7 @@ help:
 	@echo "make bench        run every benchmark (numbers as ratios against a reference)"
 	@echo "make bench-model  our model vs HF OlmoForCausalLM, forward+backward tokens/s on CPU"
 	@echo "make bench-train  a full ZeRO-3 trainer step vs a bare fwd+bwd+AdamW step; data loader"
+	@echo "make bench-checkpoint-upload  time a step is blocked by a save: async upload to S3 (local server) vs a local folder"
 	@echo "make bench-data-order  data order + manifest at 3T tokens / 100k shards: memory, time to first batch"
 	@echo "make bench-dataprep  the data-prep pipeline vs raw tokenizers encode_batch, tokens/s"
 	@echo "make bench-dataprep-memory  peak RSS of a data-prep worker on 10 MB, 100 MB, 1 GB files and a 1 GB line"
@@ -118,6 +119,9 @@ bench-model: setup
 
 bench-train: setup bench-data
 	DS_ACCELERATOR=cpu $(BIN)/python benchmarks/bench_train.py
+
+bench-checkpoint-upload: setup
+	DS_ACCELERATOR=cpu $(BIN)/python benchmarks/bench_checkpoint_upload.py
 
 bench-data: setup
 	$(BIN)/python benchmarks/bench_data.py

@@ -45,6 +45,14 @@ def _train(r: dict) -> list[Row]:
     ]  # fmt: skip
 
 
+def _checkpoint_upload(r: dict) -> list[Row]:
+    return [
+        Row("trainer", f"step blocked by a save: async s3 ÷ local ({x['preset']})", x["ratio"],
+            "≤ 1.2", x["ratio"] <= 1.2)
+        for x in r["results"]
+    ]  # fmt: skip
+
+
 def _data(r: dict) -> list[Row]:
     return [Row("data loader", "global-order batches ÷ contiguous memmap reads", r["ratio"], "≥ 1.0", r["ratio"] >= 1.0)]  # fmt: skip
 
@@ -117,6 +125,12 @@ def _operator(r: dict) -> list[Row]:
 BENCHMARKS = {
     "model": ("bench_model.py", [], ["--rounds", "1", "--steps", "1"], _model),
     "train": ("bench_train.py", [], ["--presets", "tiny", "--rounds", "1"], _train),
+    "checkpoint_upload": (
+        "bench_checkpoint_upload.py",
+        [],
+        ["--presets", "tiny", "--rounds", "2", "--steps-between", "2"],
+        _checkpoint_upload,
+    ),
     "data": ("bench_data.py", [], ["--tokens", "300000", "--rounds", "1"], _data),
     "data_order": (
         "bench_data_order.py",

@@ -158,11 +158,19 @@ class Location:
 
     # ---- reading ---------------------------------------------------------------------------
 
+    def _fresh(self) -> AbstractFileSystem:
+        """The file system with no cached listing of this location: another process (a trainer,
+        an eval worker, a rotation) changes the store, and s3fs/gcsfs cache listings."""
+        fs = self.fs
+        if self.is_remote:
+            fs.invalidate_cache(self.path)
+        return fs
+
     def exists(self) -> bool:
-        return bool(self.fs.exists(self.path))
+        return bool(self._fresh().exists(self.path))
 
     def is_file(self) -> bool:
-        return bool(self.fs.isfile(self.path))
+        return bool(self._fresh().isfile(self.path))
 
     def read_bytes(self) -> bytes:
         return self.fs.cat_file(self.path)
@@ -178,12 +186,12 @@ class Location:
         return self.fs.open(self.path, mode, **kwargs)
 
     def size(self) -> int:
-        return int(self.fs.size(self.path))
+        return int(self._fresh().size(self.path))
 
     def children(self) -> list[tuple[str, bool]]:
         """Direct children as (name, is_folder), sorted by name; [] when there are none."""
         try:
-            entries = self.fs.ls(self.path, detail=True, refresh=True)
+            entries = self._fresh().ls(self.path, detail=True)
         except (FileNotFoundError, NotADirectoryError):
             return []
         out = []
@@ -199,7 +207,7 @@ class Location:
         """Every file under this folder, recursively: relative path → fsspec's info (``size``,
         and the store's modification time as ``mtime``, ``LastModified`` or ``updated``)."""
         try:
-            found = self.fs.find(self.path, detail=True, withdirs=False)
+            found = self._fresh().find(self.path, detail=True, withdirs=False)
         except FileNotFoundError:
             return {}
         prefix = self.path.rstrip("/") + "/"

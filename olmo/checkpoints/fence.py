@@ -19,7 +19,20 @@ their restart budgets instead of corrupting each other's checkpoints.
 The marker is one file replaced atomically, so a reader sees a whole marker. Two claims racing
 (both read before either writes) can leave the older attempt's marker; ``check`` by the newer
 attempt then claims again, so the older one is fenced at its next check. Trainers not started by
-the operator (no ``OLMOJOB_ATTEMPT``) neither claim nor check. Standard library only.
+the operator (no ``OLMOJOB_ATTEMPT``) neither claim nor check.
+
+On an object store (a run directory ``s3://…``/``gs://…``) the marker is the object
+``RUN/ATTEMPT``, written with one PUT (whole or absent, like the local rename). An object store
+has no atomic read-compare-write (no rename, no lock; conditional writes are not portable across
+S3-compatible stores), so a claim there is exactly as strong as the local one's read-then-write:
+two attempts claiming within the same instant can both believe they own the directory until the
+next ``check``, which one of them then fails. What makes that safe is that the trainer checks
+before every write that could clobber the owner's work: before each save, before each upload and
+before each rotation on the store; the window is one upload, and an upload by a fenced attempt
+never deletes anything the owner wrote (a step folder is replaced ``COMPLETE`` first, and the
+owner saves that step again). The operator's ordering (attempt N+1 starts only after attempt N's
+pods are gone or the grace period is over) keeps real races rare. Standard library and
+``olmo.storage`` only.
 """
 
 from __future__ import annotations
@@ -33,7 +46,8 @@ from pathlib import Path
 
 from olmo.checkpoints.paths import ATTEMPT_MARKER, StrPath
 from olmo.fileio import write_atomic
-from olmo.json_records import now_iso, read_json_object
+from olmo.json_records import now_iso
+from olmo.storage import Location, location
 
 __all__ = ["Claim", "FencedError", "check", "claim", "claim_from_env", "read_marker"]
 
@@ -73,15 +87,25 @@ def claim_from_env(environ: Mapping[str, str] | None = None) -> Claim | None:
     return Claim(job=job, attempt=int(raw))
 
 
-def marker_path(run_dir: StrPath) -> Path:
+def marker_path(run_dir: StrPath | Location) -> Path | Location:
+    """``RUN_DIR/ATTEMPT``: a local path, or the object's location for a run dir on a store."""
+    if isinstance(run_dir, Location) or "://" in str(run_dir):
+        loc = location(run_dir)
+        if loc.is_remote:
+            return loc / ATTEMPT_MARKER
+        run_dir = loc.local_path()
     return Path(run_dir) / ATTEMPT_MARKER
 
 
-def read_marker(run_dir: StrPath) -> Claim | None:
+def read_marker(run_dir: StrPath | Location) -> Claim | None:
     """The claim the marker holds; None when there is none (or it is unreadable: a claim
     rewrites it)."""
-    data = read_json_object(marker_path(run_dir))
-    if data is None:
+    marker = marker_path(run_dir)
+    try:
+        data = json.loads(marker.read_bytes())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(data, dict):
         return None
     job, attempt = data.get("job"), data.get("attempt")
     if not isinstance(job, str) or not isinstance(attempt, int) or isinstance(attempt, bool):
@@ -89,7 +113,7 @@ def read_marker(run_dir: StrPath) -> Claim | None:
     return Claim(job=job, attempt=attempt)
 
 
-def _refusal(mine: Claim, owner: Claim, run_dir: StrPath) -> str | None:
+def _refusal(mine: Claim, owner: Claim, run_dir: StrPath | Location) -> str | None:
     """Why ``mine`` may not write to a run dir that ``owner`` claimed (None: it may)."""
     if owner.job != mine.job:
         return (
@@ -104,8 +128,8 @@ def _refusal(mine: Claim, owner: Claim, run_dir: StrPath) -> str | None:
     return None
 
 
-def claim(run_dir: StrPath, mine: Claim) -> None:
-    """Make ``mine`` the owner of ``run_dir`` (which must exist). Raises FencedError, writing
+def claim(run_dir: StrPath | Location, mine: Claim) -> None:
+    """Make ``mine`` the owner of ``run_dir`` (a local one must exist; a URI need not). Raises FencedError, writing
     nothing, when a newer attempt of the same job owns it; another job's marker is replaced."""
     owner = read_marker(run_dir)
     if owner is not None and owner.job == mine.job:
@@ -121,10 +145,15 @@ def claim(run_dir: StrPath, mine: Claim) -> None:
         "host": socket.gethostname(),
         "pid": os.getpid(),
     }
-    write_atomic(marker_path(run_dir), json.dumps(content, indent=1, sort_keys=True) + "\n")
+    marker = marker_path(run_dir)
+    text = json.dumps(content, indent=1, sort_keys=True) + "\n"
+    if isinstance(marker, Location):
+        marker.write_text(text)  # one PUT: visible whole or not at all
+    else:
+        write_atomic(marker, text.encode())
 
 
-def check(run_dir: StrPath, mine: Claim) -> None:
+def check(run_dir: StrPath | Location, mine: Claim) -> None:
     """Raise FencedError when a newer attempt or another job owns ``run_dir``.
 
     A missing marker, or an older attempt's of the same job (an older trainer that raced this

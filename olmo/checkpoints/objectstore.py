@@ -245,7 +245,8 @@ def write_latest_pointer(run_dir: StrPath | Location, name: str | None) -> None:
     pointer.write_text(name + "\n")
 
 
-def _advance_latest(run_dir: StrPath | Location, step: int) -> None:
+def advance_latest(run_dir: StrPath | Location, step: int) -> None:
+    """Point ``latest`` at ``step`` unless it names a complete checkpoint at least as new."""
     current = read_latest_pointer(run_dir)
     current_step = parse_step(current) if current else None
     newer = current_step is not None and current_step >= step
@@ -317,7 +318,7 @@ def upload_checkpoint(
     if why is not None:
         raise OSError(f"upload of {local} to {dest} did not take: {why}")
     (dest / COMPLETE).write_bytes(marker_bytes)
-    _advance_latest(run_dir, step)
+    advance_latest(run_dir, step)
     return UploadStats(dest, step, len(marker["files"]), total, time.monotonic() - started)
 
 

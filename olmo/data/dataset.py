@@ -53,6 +53,8 @@ class InstanceDataset:
         # Per shard: plain ndarray views (opened on first use) and sizes, as Python lists for speed.
         self._arrays: list[np.ndarray | None] = [None] * len(shards)
         self._sizes: list[int] = [int(size) for size in shards.sizes]
+        # Shards read through a bounded cache are asked for every time (they may be let go).
+        self._hold = bool(getattr(shards.shards, "holds_arrays", True))
 
     def __len__(self) -> int:
         return self._len
@@ -79,8 +81,33 @@ class InstanceDataset:
     def _array(self, shard: int) -> np.ndarray:
         array = self._arrays[shard]
         if array is None:
-            array = self._arrays[shard] = self.shards[shard].array
+            array = self.shards[shard].array
+            if self._hold:
+                self._arrays[shard] = array
         return array
+
+    def shards_of(self, indices: Sequence[int] | np.ndarray) -> list[int]:
+        """The shards instances ``indices`` read, in order of first use, each once (an instance
+        spanning a shard boundary names both)."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if not idx.size:
+            return []
+        if (idx < 0).any() or (idx >= self._len).any():
+            raise IndexError(f"instance indices out of range [0, {self._len})")
+        first, _ = self.shards.locate_many(idx * self.seq_len)
+        last, _ = self.shards.locate_many(idx * self.seq_len + (self.seq_len - 1))
+        out: dict[int, None] = {}
+        for a, b in zip(first.tolist(), last.tolist(), strict=True):
+            for shard in range(a, b + 1):
+                out[shard] = None
+        return list(out)
+
+    def prefetch(self, indices: Sequence[int] | np.ndarray) -> list[int]:
+        """Fetch, in the background, the shards that the upcoming instances ``indices`` (in the
+        order they will be read) fall in, when those shards lie on an object store: a bounded
+        number of shards ahead (``data.prefetch_shards``), so the reads find them in the local
+        cache. A no-op for local shards. Returns the shards whose download started."""
+        return self.shards.prefetch(self.shards_of(indices))
 
     def __getitem__(self, i: int) -> np.ndarray:
         """Instance ``i`` as an int64 array of ``seq_len`` token ids."""

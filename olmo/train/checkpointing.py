@@ -16,6 +16,7 @@ import random
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -115,8 +116,16 @@ def save_checkpoint(
     config: TrainConfig,
     dist: DistInfo,
     fence: RunDirFence | None = None,
+    *,
+    node_local: bool = False,
+    before_write: Callable[[int], None] | None = None,
 ) -> Path:
     """Collective: every rank calls it. Returns the final checkpoint folder.
+
+    ``node_local``: the run directory is a node-local mirror (a run directory on an object
+    store, several nodes): the local rank 0 of each node prepares its node's temporary folder,
+    and only the first node's is finalized (the others' files are uploaded from the temporary
+    folder: ``olmo.train.upload``). ``before_write(step)`` runs on rank 0 before any rank writes.
 
     ``fence`` (the attempt's claim on the run directory) is checked before anything is written
     and again before the rename that publishes the checkpoint: a fenced trainer raises
@@ -126,7 +135,9 @@ def save_checkpoint(
     if fence is not None:
         fence.check(f"save step {state.step}")
     temp = layout.temp_dir(run_dir, state.step)
-    if dist.is_main:
+    if dist.is_main and before_write is not None:
+        before_write(state.step)
+    if dist.is_main or (node_local and dist.local_rank == 0):
         layout.prepare_temp_dir(run_dir, state.step)  # clears a crashed save of this step
     barrier()
     engine.save_checkpoint(str(temp), tag=DEEPSPEED_TAG, save_latest=False)

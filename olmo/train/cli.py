@@ -1,6 +1,7 @@
 """``olmo-train``: the trainer entrypoint (the same command locally, under torchrun, in pods).
 
     olmo-train --config configs/tiny.yaml --run-dir runs/tiny [--resume latest] [--set k=v ...]
+    olmo-train --config ... --run-dir s3://bucket/runs/tiny [--staging-dir /scratch]
     torchrun --nproc-per-node 2 -m olmo.train.cli --config ... --run-dir ...
     olmo-train inspect-batch --run-dir runs/tiny --step 12 [--json]
     olmo-train plot runs/tiny
@@ -27,7 +28,15 @@ SUBCOMMANDS = ("inspect-batch", "plot")
 def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="olmo-train", description="Train an OLMo model.")
     p.add_argument("--config", required=True, help="training config YAML (configs/*.yaml)")
-    p.add_argument("--run-dir", required=True, help="where checkpoints and metrics go")
+    p.add_argument(
+        "--run-dir", required=True,
+        help="where checkpoints and metrics go: a folder, or s3://bucket/prefix, gs://bucket/prefix",
+    )  # fmt: skip
+    p.add_argument(
+        "--staging-dir",
+        help="with a run dir on an object store: the local folder checkpoints are written to "
+        "before their upload (default: $OLMO_STAGING_DIR, else a folder in the temp dir)",
+    )
     p.add_argument(
         "--resume",
         help="'latest' (the newest COMPLETE checkpoint in RUN_DIR, if any) or a checkpoint path",
@@ -61,18 +70,25 @@ def train_main(argv: list[str]) -> int:
     from olmo.train.trainer import Trainer
 
     try:
-        trainer = Trainer(config, Path(args.run_dir), dist, resume=args.resume)
+        trainer = Trainer(
+            config, args.run_dir, dist, resume=args.resume, staging_dir=args.staging_dir
+        )
     except FencedError as e:
         print(f"olmo-train: {e}", file=sys.stderr)
         return exit_codes.FENCED
     except (ValueError, FileNotFoundError) as e:
         print(f"olmo-train: {e}", file=sys.stderr)
         return exit_codes.CONFIG_ERROR
+    from olmo.train.upload import UploadError
+
     try:
         return trainer.fit()
     except FencedError as e:  # a newer attempt took the run directory while this one trained
         print(f"olmo-train: {e}", file=sys.stderr)
         return exit_codes.FENCED
+    except UploadError as e:
+        print(f"olmo-train: {e}", file=sys.stderr)
+        return exit_codes.FAILED
 
 
 def inspect_batch_main(argv: list[str]) -> int:

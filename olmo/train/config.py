@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -101,6 +101,24 @@ class DataConfig(StrictConfig):
     per-instance memory) or ``pcg64-shuffle`` (a whole permutation per epoch, the order of runs
     made before ``feistel``). Unset: ``feistel`` for a new run, and a resumed run keeps the order
     its checkpoint records. The trainer writes the order it used into the run's config.yaml."""
+    cache_dir: str | None = None
+    """Local folder of the token shards downloaded from an object store (``paths`` given as
+    ``s3://``/``gs://`` URIs), shared by the processes of a node; default
+    ``$OLMO_DATA_CACHE_DIR``, else ``~/.cache/olmo/shards``."""
+    cache_max_bytes: PositiveInt = 64 << 30
+    """Bound of that cache: least-recently-used shards not in use are evicted to stay under it."""
+    prefetch_shards: NonNegativeInt = 4
+    """Shards downloaded ahead of the data order, in the background (0: none)."""
+
+    def shard_options(self) -> dict[str, Any]:
+        """``open_shards`` keyword arguments for any token folders of this run (training,
+        validation, ``inspect-batch``): the dtype and the remote cache, set in one place."""
+        return {
+            "dtype": self.dtype,
+            "cache_dir": self.cache_dir,
+            "cache_max_bytes": self.cache_max_bytes,
+            "prefetch_shards": self.prefetch_shards,
+        }
 
 
 class CheckpointConfig(StrictConfig):

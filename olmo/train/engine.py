@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-from olmo.checkpoints import layout
+from olmo.checkpoints import layout, objectstore
 from olmo.model.transformer import OLMo
+from olmo.storage import Location
 from olmo.train.checkpointing import (
     TrainerState,
     convert_to_universal,
@@ -22,7 +23,13 @@ from olmo.train.checkpointing import (
 )
 from olmo.train.config import OptimizerConfig, TrainConfig
 from olmo.train.distributed import DistInfo, any_rank, barrier
-from olmo.train.resume import ResumeAborted, Resumed, candidates, load_first_usable
+from olmo.train.resume import (
+    ResumeAborted,
+    Resumed,
+    candidates,
+    load_first_usable,
+    remote_candidates,
+)
 from olmo.train.schedule import batch_size_at, micro_batches
 
 log = logging.getLogger("olmo.train")
@@ -93,18 +100,43 @@ def build_engine(config: TrainConfig, ds_config: dict):
 
 
 def start_engine(
-    config: TrainConfig, run_dir: Path, dist: DistInfo, resume: str | None
+    config: TrainConfig,
+    run_dir: Path,
+    dist: DistInfo,
+    resume: str | None,
+    remote: Location | None = None,
+    downloads: bool = False,
 ) -> tuple[object, TrainerState, Resumed]:
     """(engine, trainer state, what was resumed from and skipped): a new run, or ``resume``
     ('latest' or a checkpoint path) loaded, verified first and falling back to an older
     checkpoint when 'latest' is unusable (``olmo.train.resume``). Collective: every rank calls
     it; only the run directory's owner (the fence claimed) may call it, since rank 0 first
-    finishes saves a crash interrupted."""
+    finishes saves a crash interrupted.
+
+    ``remote``: the run directory is on this object store and ``run_dir`` is its local mirror;
+    the checkpoints tried are the store's, each downloaded into the mirror by the processes that
+    ``downloads`` (local rank 0 of each node) while the others wait."""
     if resume and dist.is_main:
         for placed in layout.recover_interrupted_saves(run_dir):
             log.warning("finished an interrupted save: %s", placed)
     barrier()
-    tried, fallback = candidates(run_dir, resume)
+    fetch = None
+    if remote is not None:
+        tried, fallback = remote_candidates(remote, resume)
+
+        def fetch(checkpoint: Location) -> Path:
+            error = None
+            if downloads:
+                try:
+                    objectstore.download_checkpoint(checkpoint, layout.checkpoints_dir(run_dir))
+                except Exception as e:  # every rank must reach the barrier
+                    error = e
+            barrier()
+            if error is not None:
+                raise error
+            return layout.checkpoints_dir(run_dir) / checkpoint.name
+    else:
+        tried, fallback = candidates(run_dir, resume)
     built: dict = {}  # the engine and its DeepSpeed config, rebuilt only when that changes
 
     def load(checkpoint: Path) -> TrainerState:
@@ -134,7 +166,11 @@ def start_engine(
         return state
 
     resumed = load_first_usable(
-        tried, load, fallback=fallback, agree=lambda failed: any_rank(failed, dist.device)
+        tried,
+        load,
+        fallback=fallback,
+        agree=lambda failed: any_rank(failed, dist.device),
+        fetch=fetch,
     )
     if resumed.checkpoint is None:
         engine = build_engine(config, deepspeed_config(config, dist.world_size))

@@ -24,7 +24,9 @@ def batch_documents(run_dir: Path, step: int) -> list[dict]:
     if step < 1:
         raise ValueError(f"--step is 1-based (the step numbers in metrics.jsonl), got {step}")
     seq_len = config.model.max_sequence_length
-    dataset = InstanceDataset(open_shards(config.data.paths, dtype=config.data.dtype), seq_len)
+    dataset = InstanceDataset(
+        open_shards(config.data.paths, **config.data.shard_options()), seq_len
+    )
     # The trainer writes the order it used; a config.yaml without one predates the choice.
     order = GlobalOrder(len(dataset), config.seed, kind=config.data.order or LEGACY_ORDER)
     start = instances_before(step - 1, config.batch, seq_len)

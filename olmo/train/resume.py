@@ -9,6 +9,11 @@ posts a ``CheckpointSkipped`` Event). When none is usable the resume fails with 
 tried and why. An explicit ``--resume PATH`` is verified the same way but never replaced by
 another checkpoint: the user asked for that one.
 
+With a run directory on an object store the candidates are the store's complete checkpoints
+(``remote_candidates``), each downloaded into the local mirror before it is checked and loaded
+(``fetch``; a local copy with the same ``COMPLETE`` is reused); a download that fails (an object
+missing, a sha256 that does not match) skips that checkpoint like a failed check.
+
 Every rank must pick the same checkpoint: each decision (the check, then the load) goes through
 ``agree``, which in the trainer is ``any_rank`` (a checkpoint is skipped when any rank found it
 unusable). A load that raises on some ranks only, in the middle of DeepSpeed's own collectives,
@@ -23,10 +28,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from olmo.checkpoints import layout
+from olmo.checkpoints import layout, objectstore
 from olmo.checkpoints.paths import CONFIG_FILE, DEEPSPEED_TAG, LATEST, TRAINER_STATE
+from olmo.storage import Location
 
 log = logging.getLogger("olmo.train")
 
@@ -51,7 +57,7 @@ class ResumeAborted(Exception):
 
 @dataclass(frozen=True)
 class Skipped:
-    path: Path
+    path: Path | Location
     reason: str
 
     def as_dict(self) -> dict[str, str]:
@@ -63,7 +69,8 @@ class Resumed(Generic[T]):
     """What the loader returned for ``checkpoint`` (None: a fresh start), and what was skipped."""
 
     loaded: T | None
-    checkpoint: Path | None
+    checkpoint: Path | Location | None
+    """What was loaded: a local folder, or the checkpoint's URI on an object store."""
     skipped: list[Skipped] = field(default_factory=list)
 
 
@@ -78,6 +85,17 @@ def candidates(run_dir: Path, spec: str | None) -> tuple[list[Path], bool]:
     if spec == LATEST:
         return layout.complete_checkpoints(run_dir), True
     return [layout.resolve_checkpoint(run_dir, spec)], False
+
+
+def remote_candidates(run_dir: Location, spec: str | None) -> tuple[list[Location], bool]:
+    """``candidates`` for a run directory on an object store: complete checkpoints there (only
+    ``COMPLETE`` is trusted), newest first; a step folder name or URI must be complete."""
+    if not spec:
+        return [], False
+    if spec == LATEST:
+        return objectstore.complete_checkpoints(run_dir), True
+    found = objectstore.resolve_checkpoint(run_dir, spec)
+    return ([] if found is None else [found]), False
 
 
 def checkpoint_problem(checkpoint: Path) -> str | None:
@@ -105,18 +123,29 @@ def load_first_usable(
     *,
     fallback: bool,
     agree: Callable[[bool], bool] = lambda failed: failed,
+    fetch: Callable[[Any], Path] | None = None,
 ) -> Resumed[T]:
     """Load the first of ``tried`` that passes ``checkpoint_problem`` and whose ``load`` does
     not raise. ``agree(failed)`` turns this rank's verdict into the gang's (any rank failed →
     every rank skips). Raises NoUsableCheckpoint listing every checkpoint and why, when none
-    loads (or, without ``fallback``, when the first does not)."""
+    loads (or, without ``fallback``, when the first does not).
+
+    ``fetch`` (a run directory on an object store): ``tried`` are checkpoints on the store and
+    ``fetch`` returns each one's local copy (downloading it, sha256-checked); a failed download
+    skips the checkpoint like a failed check."""
     skipped: list[Skipped] = []
     for checkpoint in tried:
-        reason = checkpoint_problem(checkpoint)
+        local, reason = checkpoint, None
+        if fetch is not None:
+            try:
+                local = fetch(checkpoint)
+            except Exception as e:
+                reason = f"checkpoint {checkpoint}: download failed: {type(e).__name__}: {e}"
+        reason = reason or checkpoint_problem(local)
         if not agree(reason is not None):
             loaded, error = None, None
             try:
-                loaded = load(checkpoint)
+                loaded = load(local)
             except ResumeAborted as e:
                 raise e.cause from e
             except Exception as e:  # any load error makes the checkpoint unusable

@@ -1,7 +1,9 @@
 """One optimizer step: the global batch for the step is a slice of the global data order (a
 permutation per epoch from the seed), cut into one contiguous block per rank and then into
 micro-batches; gradient accumulation is driven explicitly, so a batch-size warmup can change
-the number of micro-batches from one step to the next."""
+the number of micro-batches from one step to the next. With token shards on an object store, each
+step also asks for the shards of this rank's next ``PREFETCH_STEPS`` steps to be fetched in the
+background (``InstanceDataset.prefetch``), so a read never waits for a download."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from olmo.train.distributed import DistInfo, all_reduce_mean
 from olmo.train.schedule import batch_size_at, grad_clip_at, lr_at, micro_batches
 
 IGNORE_INDEX = -100
+PREFETCH_STEPS = 2
+"""Steps ahead whose shards are prefetched (at this step's batch size) when data is remote."""
 
 
 def make_inputs(tokens: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,6 +50,7 @@ class TrainStep:
         self.config, self.engine, self.dist, self.state = config, engine, dist, state
         self.dataset, self.order = dataset, order
         self.seq_len = config.model.max_sequence_length
+        self.remote_data = getattr(dataset.shards.shards, "prefetch", None) is not None
 
     def __call__(self) -> dict[str, Any]:
         cfg, dist, state, engine = self.config, self.dist, self.state, self.engine
@@ -53,6 +58,8 @@ class TrainStep:
         micro, n_micro = micro_batches(batch, dist.world_size, cfg.batch.micro_batch_size)
         global_indices = self.order.indices(state.instances_consumed, batch).astype(np.int64)
         indices = rank_slice(global_indices, dist.rank, dist.world_size)
+        if self.remote_data:
+            self._prefetch(state.instances_consumed + batch, batch)
         lr = lr_at(state.step, cfg.optimizer.lr, cfg.scheduler, cfg.max_steps)
         for group in engine.optimizer.param_groups:
             group["lr"] = lr
@@ -85,3 +92,16 @@ class TrainStep:
             "batch_instances": batch,
             "micro_batches": n_micro,
         }
+
+    def _prefetch(self, start: int, batch: int) -> None:
+        """Ask for this rank's instances of the next ``PREFETCH_STEPS`` steps, in read order."""
+        ahead = self.order.indices(start, batch * PREFETCH_STEPS).astype(np.int64)
+        dist = self.dist
+        self.dataset.prefetch(
+            np.concatenate(
+                [
+                    rank_slice(ahead[s * batch : (s + 1) * batch], dist.rank, dist.world_size)
+                    for s in range(PREFETCH_STEPS)
+                ]
+            )
+        )

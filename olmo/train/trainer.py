@@ -1,6 +1,8 @@
 """The trainer: config → build → train. DeepSpeed ZeRO-3 (``engine``), OLMo's schedules
 (``schedule``), a deterministic data order (``step``), and callbacks for everything else:
-checkpoints, metrics, progress reports, evaluation (``callbacks``); the loop is ``loop``.
+checkpoints, metrics, progress reports, evaluation (``callbacks``); the loop is ``loop``. A run
+directory on an object store is worked on through a local mirror and uploaded in the background
+(``upload``).
 
 Every rank builds the same trainer and runs the same loop.
 """
@@ -15,6 +17,7 @@ from olmo.config import dump_yaml
 from olmo.data.dataset import InstanceDataset
 from olmo.data.order import GlobalOrder, resolve_order
 from olmo.data.shards import open_shards
+from olmo.storage import StrPath, is_remote, location
 from olmo.train import loop
 from olmo.train.callbacks import Callbacks
 from olmo.train.callbacks.checkpointer import Checkpointer
@@ -32,15 +35,36 @@ from olmo.train.preemption import Preemption
 from olmo.train.resume import Resumed
 from olmo.train.schedule import batch_sizes
 from olmo.train.step import TrainStep
+from olmo.train.upload import (
+    NodeInfo,
+    Uploader,
+    fetch_side_files,
+    mirror_dir,
+    staging_root,
+    upload_config,
+)
 
 log = logging.getLogger("olmo.train")
 
 
 class Trainer:
     def __init__(
-        self, config: TrainConfig, run_dir: Path, dist: DistInfo, resume: str | None = None
+        self,
+        config: TrainConfig,
+        run_dir: StrPath,
+        dist: DistInfo,
+        resume: str | None = None,
+        staging_dir: str | None = None,
     ):
-        self.config, self.run_dir, self.dist = config, Path(run_dir), dist
+        """``run_dir``: a local folder or a URI (``s3://…``, ``gs://…``: the trainer then works
+        in a local mirror under ``staging_dir`` and uploads to it, ``olmo.train.upload``)."""
+        self.config, self.dist = config, dist
+        self.remote = location(run_dir) if is_remote(run_dir) else None
+        """The run directory on an object store (None: a local run directory)."""
+        self.run_dir = (
+            mirror_dir(staging_root(staging_dir), self.remote) if self.remote else Path(run_dir)
+        )
+        self.node = NodeInfo.from_env(dist.rank, dist.local_rank, dist.world_size)
         # Everything that can be wrong with the config or the data fails here, before any
         # file is written or a process group is waited on.
         self.dataset, manifest_sha256 = open_training_data(config)
@@ -48,15 +72,19 @@ class Trainer:
         check_batch_split(config, dist.world_size)
         tokenizer = eval_tokenizer(config) if config.eval.tasks else None
 
-        if dist.is_main:
+        if dist.is_main or (self.remote and self.node.uploads):  # a mirror is node-local
             self.run_dir.mkdir(parents=True, exist_ok=True)
         barrier()
         # Started by the operator: take the run directory for this attempt before writing
         # anything in it, or stop (FencedError) when a newer attempt has it.
-        self.fence = RunDirFence.from_env(self.run_dir, dist)
+        self.fence = RunDirFence.from_env(self.remote or self.run_dir, dist)
         self.fence.claim()
+        if self.remote and dist.is_main:
+            fetch_side_files(self.remote, self.run_dir)  # a resumed run continues metrics.jsonl
 
-        self.engine, self.state, resumed = start_engine(config, self.run_dir, dist, resume)
+        self.engine, self.state, resumed = start_engine(
+            config, self.run_dir, dist, resume, self.remote, downloads=self.node.uploads
+        )
         resumed_from = resumed.checkpoint
         # A new run takes the configured (or default) data order; a resumed one keeps its own.
         order = resolve_order(config.data.order, self.state.data_order, resumed_from is not None)
@@ -66,6 +94,8 @@ class Trainer:
         self.order = GlobalOrder(len(self.dataset), config.seed, kind=order)
         if dist.is_main:
             (self.run_dir / CONFIG_FILE).write_text(dump_yaml(config))
+            if self.remote:
+                upload_config(self.remote, self.run_dir)
         barrier()
         if resumed_from is not None and self.state.data_manifest_sha256 != manifest_sha256:
             log.warning(
@@ -87,6 +117,11 @@ class Trainer:
             if resumed_from is not None:
                 # The operator posts a CheckpointSkipped Event when ``skipped`` is not empty.
                 progress.reporter.report({"resume": resume_report(resumed)}, urgent=True)
+        uploader = None
+        if self.remote and self.node.uploads:
+            uploader = Uploader(
+                self.remote, self.run_dir, self.node, check_fence=self.fence.check_here
+            )
         self.callbacks.append(
             Checkpointer(
                 config,
@@ -97,6 +132,8 @@ class Trainer:
                 self.preemption,
                 self.callbacks,
                 self.fence,
+                uploader,
+                remote=self.remote is not None,
             )
         )
         if validation is not None and len(validation):
@@ -122,7 +159,7 @@ def open_training_data(config: TrainConfig) -> tuple[InstanceDataset, list]:
     seq_len = config.model.max_sequence_length
     if not config.data.paths:
         raise ValueError("data.paths is empty: give token-shard folders or .npy files")
-    shards = open_shards(config.data.paths, dtype=config.data.dtype)
+    shards = open_shards(config.data.paths, **config.data.shard_options())
     shards.check_files()
     dataset = InstanceDataset(shards, seq_len)
     if len(dataset) == 0:

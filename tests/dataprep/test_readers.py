@@ -10,15 +10,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from olmo_dataprep.input_files import iter_input_files, shard_files
 from olmo_dataprep.readers import (
     READ_ERROR_REASONS,
     Document,
     ReadError,
     generated_id,
-    iter_input_files,
     max_line_bytes,
     read_documents,
-    shard_files,
 )
 
 

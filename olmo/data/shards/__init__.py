@@ -13,11 +13,14 @@ when the dtype is given explicitly. Files appear under their final names only on
 
 The contract in parts: ``format`` (constants, errors, token dtypes), ``writer``
 (``ShardWriter``), ``manifest`` (``manifest.json`` and ``ShardInfo``), ``reader`` (``TokenShard``,
-``ShardSet``) and ``inputs`` (``open_shards``, Dolma folders included). Import from here.
+``ShardSet``), ``inputs`` (``open_shards``, Dolma folders included), and for folders on an
+object store ``remote`` (``RemoteShardList``, prefetch) and ``cache`` (``ShardCache``, the
+node's bounded, verified local copy). Import from here.
 
 This package must not import torch: the data-prep image has none.
 """
 
+from olmo.data.shards.cache import CacheFullError, ShardCache
 from olmo.data.shards.format import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -31,19 +34,24 @@ from olmo.data.shards.manifest import (
     Manifest,
     ShardInfo,
     manifest_sha256,
+    parse_manifest,
     read_manifest,
     write_manifest,
 )
 from olmo.data.shards.reader import DocumentSpan, ShardSet, TokenShard
+from olmo.data.shards.remote import RemoteShardList
 from olmo.data.shards.writer import ShardWriter
 
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "TOKEN_DTYPES",
+    "CacheFullError",
     "DocumentSpan",
     "Manifest",
     "MissingIndexError",
+    "RemoteShardList",
+    "ShardCache",
     "ShardFormatError",
     "ShardInfo",
     "ShardSet",
@@ -52,6 +60,7 @@ __all__ = [
     "dtype_for_vocab",
     "manifest_sha256",
     "open_shards",
+    "parse_manifest",
     "read_manifest",
     "write_manifest",
 ]

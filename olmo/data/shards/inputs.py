@@ -2,7 +2,9 @@
 
 An input is a dataset folder with ``manifest.json``, or, for compatibility with the Dolma
 toolkit, a folder of ``*.npy`` shards that ``dolma tokens`` wrote (no manifest, so the dtype must
-be given), or a single ``.npy`` shard.
+be given), or a single ``.npy`` shard. A dataset folder may also be a URI on an object store
+(``s3://bucket/tokens``, ``gs://...``): its shards are then read through the node's bounded local
+cache (``remote``, ``cache``).
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from olmo.data.shards.cache import DEFAULT_MAX_BYTES, ShardCache
 from olmo.data.shards.format import MANIFEST_NAME, ShardFormatError, as_token_dtype
 from olmo.data.shards.manifest import Manifest, ShardInfo, manifest_sha256, read_manifest
 from olmo.data.shards.reader import ShardList, ShardSet, TokenShard
+from olmo.data.shards.remote import DEFAULT_PREFETCH_SHARDS, RemoteShardList, read_remote_manifest
 from olmo.fileio import sha256_file
+from olmo.storage import Location, is_remote, location
 
 _HASH_CHUNK = 1 << 24  # bytes read at a time when hashing a shard
 
@@ -41,10 +46,25 @@ def _need_dtype(path: Path, what: str, dtype: np.dtype | None) -> np.dtype:
     return dtype
 
 
+def _manifest_shards(
+    folder: Path | Location, manifest: Manifest, explicit: np.dtype | None
+) -> list[tuple[Path | Location, ShardInfo, np.dtype]]:
+    manifest_dtype = np.dtype(manifest.dtype)
+    if explicit is not None and explicit != manifest_dtype:
+        raise ShardFormatError(
+            f"{folder}: dtype {explicit.name} was requested but the manifest says {manifest.dtype}"
+        )
+    return [(folder, info, manifest_dtype) for info in manifest.shards]
+
+
 def open_shards(
     paths: Sequence[str | Path] | str | Path,
     dtype: Any = "auto",
     verify: bool = False,
+    *,
+    cache_dir: str | Path | None = None,
+    cache_max_bytes: int | None = None,
+    prefetch_shards: int | None = None,
 ) -> ShardSet:
     """Open token shards for reading, in order.
 
@@ -53,28 +73,36 @@ def open_shards(
     name order, e.g. ``dolma tokens`` output; dtype required), or a single ``.npy`` file (dtype
     required). ``dtype="auto"`` takes it from the manifests; an explicit dtype that conflicts with a
     manifest is an error.
+
+    A folder given as a URI (``s3://``, ``gs://``) must hold ``manifest.json``; its shards are
+    downloaded on first use into the cache at ``cache_dir`` (default ``$OLMO_DATA_CACHE_DIR``,
+    else ``~/.cache/olmo/shards``) holding at most ``cache_max_bytes`` (default 64 GiB), and
+    ``prefetch_shards`` (default 4) at a time are fetched ahead by ``InstanceDataset.prefetch``.
+    ``verify`` does not apply to them: every download is checked against the manifest's sha256.
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     if not paths:
         raise ValueError("open_shards: no paths given")
     explicit = None if isinstance(dtype, str) and dtype == "auto" else as_token_dtype(dtype)
-    made: list[TokenShard | tuple[Path, ShardInfo, np.dtype]] = []
-    inputs: list[Path] = []
+    made: list[TokenShard | tuple[Path | Location, ShardInfo, np.dtype]] = []
+    inputs: list[Path | Location] = []
     manifests: list[Manifest | None] = []
     hashes: list[str | None] = []
     for raw in paths:
+        if is_remote(raw):
+            folder = location(raw)
+            inputs.append(folder)
+            manifest, digest = read_remote_manifest(folder)
+            made.extend(_manifest_shards(folder, manifest, explicit))
+            manifests.append(manifest)
+            hashes.append(digest)
+            continue
         path = Path(raw)
         inputs.append(path)
         if path.is_dir() and (path / MANIFEST_NAME).is_file():
             manifest = read_manifest(path)
-            manifest_dtype = np.dtype(manifest.dtype)
-            if explicit is not None and explicit != manifest_dtype:
-                raise ShardFormatError(
-                    f"{path}: dtype {explicit.name} was requested but the manifest says "
-                    f"{manifest.dtype}"
-                )
-            made.extend((path, info, manifest_dtype) for info in manifest.shards)
+            made.extend(_manifest_shards(path, manifest, explicit))
             manifests.append(manifest)
             hashes.append(manifest_sha256(path))
         elif path.is_dir():
@@ -100,12 +128,26 @@ def open_shards(
         raise ShardFormatError(f"manifests disagree on eos_token_id: {sorted(eos_ids)}")
     if not made:
         raise ShardFormatError(f"no shards in {[str(p) for p in inputs]}")
-    shards = ShardList(dtypes.pop())
+    shards: ShardList
+    if any(isinstance(p, Location) for p in inputs):
+        shards = RemoteShardList(
+            dtypes.pop(),
+            ShardCache(
+                cache_dir, DEFAULT_MAX_BYTES if cache_max_bytes is None else cache_max_bytes
+            ),
+            prefetch_shards=DEFAULT_PREFETCH_SHARDS if prefetch_shards is None else prefetch_shards,
+        )
+    else:
+        shards = ShardList(dtypes.pop())
     for item in made:
         if isinstance(item, TokenShard):
             shards.add_shard(item)
             continue
         folder, info, _ = item
+        if isinstance(folder, Location):
+            assert isinstance(shards, RemoteShardList)
+            shards.add_remote(folder / info.path, folder / info.index, info.num_tokens, info.sha256)
+            continue
         shards.add(folder / info.path, folder / info.index, info.num_tokens)
         if verify:
             shard = shards[len(shards) - 1]

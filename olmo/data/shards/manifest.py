@@ -122,9 +122,18 @@ def read_manifest(folder: str | Path) -> Manifest:
     """Read and check ``folder/manifest.json`` (a path to the file itself also works)."""
     path = _manifest_path(folder)
     try:
-        data = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"no {MANIFEST_NAME} at {path}") from None
+    return parse_manifest(data, where=str(path))
+
+
+def parse_manifest(raw: bytes, *, where: str) -> Manifest:
+    """Check and parse the bytes of a ``manifest.json`` (``where`` names it in errors: a path or
+    the URI of a manifest on an object store)."""
+    path = where
+    try:
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ShardFormatError(f"{path}: not valid JSON: {e}") from None
     if not isinstance(data, dict):

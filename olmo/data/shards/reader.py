@@ -232,6 +232,10 @@ class ShardList(Sequence[TokenShard]):
     token count: what a manifest of 100,000 shards costs before anything is read is three flat
     lists, not 100,000 objects and 100,000 ``stat`` calls."""
 
+    holds_arrays = True
+    """Whether a reader may keep a shard's array for good (a list reading from a bounded cache,
+    ``remote.RemoteShardList``, wants to be asked every time)."""
+
     def __init__(self, dtype: Any) -> None:
         self.dtype = as_token_dtype(dtype)
         self._paths: list[str] = []
@@ -289,7 +293,7 @@ class ShardSet:
         shards: Iterable[TokenShard] | ShardList,
         *,
         eos_token_id: int | None = None,
-        inputs: Sequence[Path] = (),
+        inputs: Sequence[Any] = (),
         manifests: Sequence[Manifest | None] = (),
         manifest_sha256: Sequence[str | None] = (),
     ) -> None:
@@ -309,8 +313,8 @@ class ShardSet:
             self.dtype = self.shards[0].dtype
             sizes = np.array([shard.num_tokens for shard in self.shards], dtype=np.int64)
         self.eos_token_id = eos_token_id
-        self.inputs: tuple[Path, ...] = tuple(inputs)
-        """The paths the set was opened from."""
+        self.inputs: tuple[Any, ...] = tuple(inputs)
+        """The paths (``Path``, or ``olmo.storage.Location`` for a URI) the set was opened from."""
         self.manifests: tuple[Manifest | None, ...] = tuple(manifests)
         """Per input: its manifest, or None for manifest-less input."""
         self.manifest_sha256: tuple[str | None, ...] = tuple(manifest_sha256)
@@ -338,8 +342,14 @@ class ShardSet:
         the concurrency). Raises ``ShardFormatError`` (or ``FileNotFoundError`` when every problem
         is a missing file) naming the first few problems and how many there are."""
         problems: list[Exception] = []
+        local: Sequence[TokenShard] = self.shards
+        remote_check = getattr(self.shards, "check_files", None)
+        if remote_check is not None:  # shards on a store: listed, not downloaded
+            problems.extend(remote_check())
+            shards = self.shards
+            local = [shards[i] for i in range(len(shards)) if not shards.is_remote(i)]  # type: ignore[attr-defined]
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for error in pool.map(_check_shard, self.shards):
+            for error in pool.map(_check_shard, local):
                 if error is not None:
                     problems.append(error)
         if not problems:
@@ -350,6 +360,18 @@ class ShardSet:
         if all(isinstance(e, FileNotFoundError) for e in problems):
             raise FileNotFoundError(message)
         raise ShardFormatError(message)
+
+    def prefetch(self, shard_indices: Iterable[int]) -> list[int]:
+        """Fetch the listed shards ahead of their first read when they lie on an object store
+        (``remote.RemoteShardList.prefetch``); a no-op for local shards. Returns those started."""
+        prefetch = getattr(self.shards, "prefetch", None)
+        return prefetch(shard_indices) if prefetch is not None else []
+
+    def close(self) -> None:
+        """Stop background prefetching and let go of cached shards (remote shards only)."""
+        close = getattr(self.shards, "close", None)
+        if close is not None:
+            close()
 
     def locate(self, offset: int) -> tuple[int, int]:
         """``(shard_index, offset_in_shard)`` of a global token offset (empty shards skipped)."""

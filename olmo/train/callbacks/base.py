@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from olmo.train.upload import Uploaded
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,11 @@ class Saved:
     path: Path
     rotated_out: list[Path] = field(default_factory=list)
     """Checkpoints the retention policy deleted after this save (rank 0 rotates; [] elsewhere)."""
+    blocked_seconds: float = 0.0
+    """How long training was blocked by this save (with a waiting for the previous upload)."""
+    uploading: bool = False
+    """The run directory is on an object store: ``path`` is the local mirror's copy, whose
+    upload has started; ``on_upload`` follows once it is on the store."""
 
 
 class Callback:
@@ -46,6 +54,10 @@ class Callback:
 
     def on_save(self, saved: Saved) -> None:
         """After a checkpoint was saved (and old ones rotated out)."""
+
+    def on_upload(self, uploaded: Uploaded) -> None:
+        """After a checkpoint's background upload to the object store finished (and rotation
+        on the store ran). Called on global rank 0 only, never with collectives."""
 
     def on_finish(self) -> None:
         """When training ends for any reason, an error included: release what you hold."""
@@ -67,6 +79,10 @@ class Callbacks(Callback):
     def on_save(self, saved: Saved) -> None:
         for callback in self.callbacks:
             callback.on_save(saved)
+
+    def on_upload(self, uploaded: Uploaded) -> None:
+        for callback in self.callbacks:
+            callback.on_upload(uploaded)
 
     def on_finish(self) -> None:
         for callback in self.callbacks:

@@ -1,6 +1,9 @@
 """The training metrics of every ``logging.log_interval``-th step (and the last one): what the
 step measured plus throughput, MFU, memory and ETA, written to ``metrics.jsonl`` and W&B
-(``olmo.train.metrics.MetricsLogger``) and logged as one line."""
+(``olmo.train.metrics.MetricsLogger``) and logged as one line. The time the previous save
+blocked training goes into the next line (``checkpoint/save_blocked_seconds``); each finished
+upload to an object store is a line of its own (``checkpoint/upload_seconds``, ``_bytes``,
+``_files``, ``_step``)."""
 
 from __future__ import annotations
 
@@ -9,10 +12,11 @@ import logging
 import torch
 
 from olmo.model.size import flops_per_token
-from olmo.train.callbacks.base import Callback, StepEnd
+from olmo.train.callbacks.base import Callback, Saved, StepEnd
 from olmo.train.config import TrainConfig
 from olmo.train.distributed import DistInfo
 from olmo.train.metrics import MetricsLogger
+from olmo.train.upload import Uploaded
 
 log = logging.getLogger("olmo.train")
 
@@ -29,14 +33,20 @@ class TrainMetrics(Callback):
         peak = config.logging.peak_flops_per_device
         self.peak_flops = peak or (H100_BF16_PEAK_FLOPS if dist.device.type == "cuda" else None)
         self.steps_timed, self.time_in_steps = 0, 0.0
+        self.last_step = 0
+        self.pending: dict = {}
+        """Checkpoint figures for the next logged line (a save follows its step's line)."""
 
     def on_step_end(self, end: StepEnd) -> None:
         cfg, step = self.config, end.step
         self.steps_timed += 1
         self.time_in_steps += end.seconds
+        self.last_step = step
         if step % cfg.logging.log_interval and step != cfg.max_steps:
             return
         metrics = end.metrics | self.throughput(end.metrics["batch_instances"], end.seconds)
+        metrics |= self.pending
+        self.pending = {}
         remaining = cfg.max_steps - step
         metrics["eta_seconds"] = round(remaining * self.time_in_steps / self.steps_timed, 1)
         self.logger.log(metrics)
@@ -64,6 +74,22 @@ class TrainMetrics(Callback):
 
             out["memory_gib"] = round(psutil.Process().memory_info().rss / 2**30, 2)
         return out
+
+    def on_save(self, saved: Saved) -> None:
+        self.pending["checkpoint/save_blocked_seconds"] = round(saved.blocked_seconds, 4)
+
+    def on_upload(self, uploaded: Uploaded) -> None:
+        """One line of its own (the step's line is written already): the training step it was
+        seen at, and the upload's checkpoint step, seconds and bytes."""
+        self.logger.log(
+            {
+                "step": self.last_step,
+                "checkpoint/upload_step": uploaded.step,
+                "checkpoint/upload_seconds": round(uploaded.seconds, 4),
+                "checkpoint/upload_bytes": uploaded.bytes,
+                "checkpoint/upload_files": uploaded.files,
+            }
+        )
 
     def on_finish(self) -> None:
         self.logger.close()

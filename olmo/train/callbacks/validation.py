@@ -24,7 +24,7 @@ def open_validation(config: TrainConfig) -> InstanceDataset | None:
     """The validation instances, or None when ``eval.validation_paths`` is empty."""
     if not config.eval.validation_paths:
         return None
-    shards = open_shards(config.eval.validation_paths, dtype=config.data.dtype)
+    shards = open_shards(config.eval.validation_paths, **config.data.shard_options())
     shards.check_files()
     return InstanceDataset(shards, config.model.max_sequence_length)
 

@@ -124,22 +124,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     if result.summary is not None:
         print(format_summary(result.summary))
-        print(f"\ndataset: {result.out}")
+        print(f"\ndataset: {result.uri or result.out}")
     else:
         print(f"worker {index}/{args.num_workers}: done ({result.files} files)")
     return 0
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    from olmo.data.shards import read_manifest
+    from olmo.data.shards import parse_manifest
+    from olmo.storage import location
 
-    out = Path(args.out_dir)
-    summary_path = out / "summary.json"
-    if not (out / "manifest.json").exists() or not summary_path.exists():
+    out = location(args.out_dir)  # a folder or a URI (s3://, gs://)
+    try:
+        raw_manifest = (out / "manifest.json").read_bytes()
+        summary = json.loads((out / "summary.json").read_bytes())
+    except FileNotFoundError:
         print(f"error: {out} is not a finished dataprep output (no manifest.json)", file=sys.stderr)
         return 1
-    summary = json.loads(summary_path.read_text())
-    manifest = read_manifest(out)
+    manifest = parse_manifest(raw_manifest, where=str(out / "manifest.json"))
     if args.json:
         print(json.dumps({"summary": summary, "manifest": manifest.to_dict()}, indent=2))
         return 0

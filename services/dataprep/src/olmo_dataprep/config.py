@@ -39,6 +39,7 @@ from olmo.config import (
     load_yaml,
     validate,
 )
+from olmo.storage import StorageError, check_uri, is_remote
 
 from .badwords import BadWordsConfig
 from .content import PiiConfig
@@ -178,7 +179,9 @@ class OutputConfig(StrictConfig):
 class PipelineConfig(StrictConfig):
     sources: list[SourceConfig] = Field(min_length=1)
     output: str | None = None
-    """The output folder; ``--output`` on the command line overrides it."""
+    """The output folder, or a URI on an object store (``s3://bucket/tokens``: the run works in
+    a local staging folder and uploads each finished shard, ``manifest.json`` last); ``--output``
+    on the command line overrides it."""
     seed: int = 0
     read: ReadConfig = Field(default_factory=ReadConfig)
     langid: LangIdConfig = Field(default_factory=LangIdConfig)
@@ -211,7 +214,16 @@ class PipelineConfig(StrictConfig):
         return sources
 
 
+def _uri(value: str) -> str:
+    try:
+        return check_uri(value)
+    except StorageError as e:
+        raise ConfigError(str(e)) from None
+
+
 def _resolve(base: Path, value: str) -> str:
+    if is_remote(value):  # a URI (s3://, gs://) is taken as it is
+        return _uri(value)
     path = Path(value).expanduser()
     return os.path.normpath(path if path.is_absolute() else base / path)
 
@@ -238,7 +250,9 @@ def load_pipeline_config(
     if config.tokenizer.name not in ("auto", "olmo", "train"):
         config.tokenizer.name = _resolve(base, config.tokenizer.name)
     if output is not None:
-        config.output = str(Path(output).expanduser().resolve())
+        config.output = (
+            _uri(output) if is_remote(output) else str(Path(output).expanduser().resolve())
+        )
     elif config.output is not None:
         config.output = _resolve(base, config.output)
     else:

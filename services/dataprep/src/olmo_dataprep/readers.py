@@ -74,26 +74,31 @@ a hash of the ``source`` argument and ``loc``, so the same file read through the
 the same ids. ``Document.source`` is always the ``source`` argument (the pipeline's name for the
 input), not the record's own ``source`` field.
 
-Stdlib and pyarrow only; must not import torch.
+**Object storage.** Inputs may be URIs (``s3://bucket/crawl/*.json.gz``, ``gs://...``):
+``input_files.iter_input_files`` lists them with the store's glob (fsspec, through
+``olmo.storage``) and returns them as ``olmo.storage.Location`` (local files stay ``Path``);
+``read_documents``
+streams them through ``Location.open`` (ranged reads; a file is never downloaded whole first).
+``loc`` then starts with the URI.
+
+Parquet files are read by ``parquet_input`` (pyarrow, imported when one is read); the file
+listing is ``input_files``. Stdlib and ``olmo.storage`` (fsspec, imported only for a URI); must
+not import torch.
 """
 
 from __future__ import annotations
 
-import glob
 import gzip
 import hashlib
-import itertools
 import json
 import re
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+from olmo.storage import Location, is_remote, location
 
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
@@ -111,12 +116,11 @@ __all__ = [
     "REASON_TRUNCATED_GZIP",
     "SUPPORTED_SUFFIXES",
     "Document",
+    "InputPath",
     "ReadError",
     "generated_id",
-    "iter_input_files",
     "max_line_bytes",
     "read_documents",
-    "shard_files",
 ]
 
 REASON_MALFORMED_JSON = "malformed_json"
@@ -144,6 +148,9 @@ READ_ERROR_REASONS = (
     REASON_NOT_AN_OBJECT,
     REASON_TOO_LARGE,
 )
+
+InputPath = Path | Location
+"""An input file: a local path or a file on an object store."""
 
 _GZIP_SUFFIXES = (".json.gz", ".jsonl.gz")
 _JSONL_SUFFIXES = (".jsonl", ".json")
@@ -197,7 +204,7 @@ def generated_id(source: str, loc: str) -> str:
     return hashlib.sha256(key).hexdigest()[:32]
 
 
-def _format_of(path: Path) -> str:
+def _format_of(path: InputPath) -> str:
     name = path.name.lower()
     if name.endswith(_GZIP_SUFFIXES):
         return "gzip"
@@ -208,7 +215,7 @@ def _format_of(path: Path) -> str:
     raise ValueError(f"unsupported input file {str(path)!r}: expected one of {SUPPORTED_SUFFIXES}")
 
 
-def _is_supported(path: Path) -> bool:
+def _is_supported(path: InputPath) -> bool:
     return path.name.lower().endswith(SUPPORTED_SUFFIXES)
 
 
@@ -225,7 +232,7 @@ def _positive_int(name: str, value: object) -> int:
 
 
 def read_documents(
-    path: str | Path,
+    path: str | Path | Location,
     *,
     source: str,
     max_chars: int = 10_000_000,
@@ -239,9 +246,11 @@ def read_documents(
     """
     _positive_int("max_chars", max_chars)
     _positive_int("max_file_bytes", max_file_bytes)
-    path = Path(path)
+    path = _input_path(path)
     fmt = _format_of(path)
     if fmt == "parquet":
+        from olmo_dataprep.parquet_input import _read_parquet
+
         return _read_parquet(
             path, source=source, max_chars=max_chars, max_file_bytes=max_file_bytes
         )
@@ -252,6 +261,19 @@ def read_documents(
         max_file_bytes=max_file_bytes,
         gzipped=fmt == "gzip",
     )
+
+
+def _input_path(path: str | Path | Location) -> InputPath:
+    if isinstance(path, Location):
+        return path
+    return location(path) if is_remote(path) else Path(path)
+
+
+def _open(path: InputPath) -> IO[bytes]:
+    """A binary stream of an input file (a streaming, buffered reader for a URI)."""
+    if isinstance(path, Location):
+        return path.open("rb", block_size=_CHUNK_BYTES)
+    return open(path, "rb")
 
 
 class _TooLarge(Exception):
@@ -279,8 +301,9 @@ def _iter_lines(
     skipped_blank = True  # ... and whitespace only so far
     lineno = 0
     total = 0
+    read = getattr(stream, "read1", None) or stream.read  # fsspec's files have no read1
     while True:
-        chunk = stream.read1(_CHUNK_BYTES)  # type: ignore[attr-defined]
+        chunk = read(_CHUNK_BYTES)
         if not chunk:
             break
         total += len(chunk)
@@ -321,13 +344,13 @@ def _iter_lines(
 
 
 def _read_jsonl(
-    path: Path, *, source: str, max_chars: int, max_file_bytes: int, gzipped: bool
+    path: InputPath, *, source: str, max_chars: int, max_file_bytes: int, gzipped: bool
 ) -> Iterator[Document | ReadError]:
     damaged: tuple[type[BaseException], ...] = (
         (EOFError, gzip.BadGzipFile, zlib.error) if gzipped else ()
     )
     line_limit = max_line_bytes(max_chars)
-    with gzip.open(path, "rb") if gzipped else open(path, "rb") as stream:
+    with _open(path) as raw, gzip.open(raw, "rb") if gzipped else raw as stream:
         lines = _iter_lines(
             stream,  # type: ignore[arg-type]
             max_line_bytes=line_limit,
@@ -441,159 +464,3 @@ def _to_document(
         created=_optional_str(record.get("created")),
         metadata=metadata,
     )
-
-
-def _batch_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
-    try:
-        return batch.to_pylist()
-    except (ValueError, UnicodeDecodeError, pa.ArrowException):
-        pass
-    # Some cell does not convert (e.g. invalid UTF-8 in a string column): go cell by cell.
-    rows: list[dict[str, Any]] = [{} for _ in range(batch.num_rows)]
-    for name, column in zip(batch.schema.names, batch.columns, strict=True):
-        for i in range(batch.num_rows):
-            try:
-                rows[i][name] = column[i].as_py()
-            except (ValueError, UnicodeDecodeError, pa.ArrowException):
-                rows[i][name] = _BadCell()
-    return rows
-
-
-class _BadCell:
-    """Stands for a Parquet cell that could not be converted to a Python value."""
-
-
-def _screen_long_texts(
-    batch: pa.RecordBatch, max_chars: int
-) -> tuple[pa.RecordBatch, dict[int, tuple[str, str]]]:
-    """Find the text cells of more than ``4 * max_chars`` bytes (so more than ``max_chars``
-    characters) without converting them to Python. Returns the batch with those cells made null
-    and, by row in the batch, their ``(reason, detail)``: ``too_long``, or ``invalid_utf8`` /
-    ``empty_text`` as a shorter cell would get."""
-    if "text" not in batch.schema.names:
-        return batch, {}
-    index = batch.schema.get_field_index("text")
-    column = batch.column(index)
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        return batch, {}
-    lengths = pc.binary_length(column)
-    over = pc.fill_null(pc.greater(lengths, 4 * max_chars), False)
-    rows = pc.indices_nonzero(over).to_pylist()
-    if not rows:
-        return batch, {}
-    errors: dict[int, tuple[str, str]] = {}
-    for row in rows:
-        cell = column.slice(row, 1)
-        try:
-            cell.validate(full=True)  # the UTF-8 check a conversion would make
-        except pa.ArrowInvalid as exc:
-            errors[row] = (REASON_INVALID_UTF8, str(exc))
-            continue
-        if pc.utf8_is_space(cell)[0].as_py():
-            errors[row] = (REASON_EMPTY_TEXT, "")
-        else:
-            detail = f"{lengths[row].as_py()} bytes, more than {max_chars} characters"
-            errors[row] = (REASON_TOO_LONG, detail)
-    # A take with null indices, not if_else, which sizes its output by the cells it drops.
-    picks = pa.array([None if row in errors else row for row in range(len(column))], pa.int64())
-    return batch.set_column(index, "text", column.take(picks)), errors
-
-
-def _read_parquet(
-    path: Path, *, source: str, max_chars: int, max_file_bytes: int
-) -> Iterator[Document | ReadError]:
-    with open(path, "rb") as stream:  # I/O errors raise here; anything after is the content
-        try:
-            parquet = pq.ParquetFile(stream, buffer_size=_PARQUET_BUFFER_BYTES)
-            num_rows = parquet.metadata.num_rows
-            names = set(parquet.schema_arrow.names)
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            yield ReadError(source, f"{path}:0", REASON_CORRUPT_PARQUET, detail=str(exc))
-            return
-        columns = [name for name in _PARQUET_COLUMNS if name in names]
-        batches = parquet.iter_batches(
-            batch_size=_PARQUET_BATCH_ROWS, columns=columns, use_threads=False
-        )
-        row = 0
-        total = 0
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                break
-            except (pa.ArrowException, OSError, ValueError) as exc:
-                for lost in range(row, max(num_rows, row + 1)):
-                    yield ReadError(
-                        source, f"{path}:{lost}", REASON_CORRUPT_PARQUET, detail=str(exc)
-                    )
-                return
-            total += batch.nbytes
-            if total > max_file_bytes:
-                detail = f"more than {max_file_bytes} bytes of decoded data"
-                for lost in range(row, max(num_rows, row + 1)):
-                    yield ReadError(source, f"{path}:{lost}", REASON_TOO_LARGE, detail=detail)
-                return
-            batch, screened = _screen_long_texts(batch, max_chars)
-            for i, record in enumerate(_batch_rows(batch)):
-                loc = f"{path}:{row}"
-                row += 1
-                if i in screened:
-                    reason, detail = screened[i]
-                    own_id = _record_id(record.get("id"))
-                    yield ReadError(source, loc, reason, id=own_id, detail=detail)
-                    continue
-                if isinstance(record.get("text"), _BadCell):
-                    own_id = _record_id(record.get("id"))
-                    yield ReadError(source, loc, REASON_INVALID_UTF8, id=own_id)
-                    continue
-                record = {k: (None if isinstance(v, _BadCell) else v) for k, v in record.items()}
-                yield _to_document(record, source=source, loc=loc, max_chars=max_chars)
-
-
-def iter_input_files(paths_or_globs: Sequence[str]) -> list[Path]:
-    """Expand files, folders and glob patterns into a sorted, deduplicated list of input files.
-
-    A folder is searched recursively and, like a glob, contributes only files with a supported
-    extension (``SUPPORTED_SUFFIXES``); ``**`` in a pattern matches any depth. A file named
-    directly must have a supported extension (``ValueError``). A path or pattern that yields no
-    input file raises ``FileNotFoundError`` naming it. Paths are kept as given (not resolved),
-    sorted by their POSIX string.
-    """
-    if isinstance(paths_or_globs, str):
-        raise TypeError("paths_or_globs must be a sequence of strings, not one string")
-    if not paths_or_globs:
-        raise ValueError("no input paths given")
-    found: set[Path] = set()
-    for pattern in paths_or_globs:
-        matches = [Path(m) for m in sorted(glob.glob(pattern, recursive=True))]
-        if not any(ch in pattern for ch in "*?[") and Path(pattern).is_file():
-            _format_of(Path(pattern))  # raises ValueError for an unsupported extension
-        files: list[Path] = []
-        for match in matches:
-            if match.is_dir():
-                files.extend(p for p in match.rglob("*") if p.is_file() and _is_supported(p))
-            elif match.is_file() and _is_supported(match):
-                files.append(match)
-        if not files:
-            raise FileNotFoundError(f"no input files match {pattern!r}")
-        found.update(files)
-    return sorted(found, key=lambda p: p.as_posix())
-
-
-def shard_files(files: Sequence[Path], worker_index: int, num_workers: int) -> list[Path]:
-    """The files of worker ``worker_index`` out of ``num_workers``: round-robin over the sorted
-    list, so every worker computes the same partition independently (Indexed Job workers pass
-    their completion index). A worker may get no file when there are more workers than files.
-    """
-    for name, value in (("worker_index", worker_index), ("num_workers", num_workers)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {value!r}")
-    if num_workers < 1:
-        raise ValueError(f"num_workers must be at least 1, got {num_workers}")
-    if not 0 <= worker_index < num_workers:
-        raise ValueError(f"worker_index must be in [0, {num_workers}), got {worker_index}")
-    ordered = sorted((Path(f) for f in files), key=lambda p: p.as_posix())
-    duplicates = {p for p, q in itertools.pairwise(ordered) if p == q}
-    if duplicates:
-        raise ValueError(f"duplicate input files: {sorted(str(p) for p in duplicates)}")
-    return ordered[worker_index::num_workers]

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from olmo.data.shards import MANIFEST_NAME
+from olmo.storage import Location
 
 from ..config import PipelineConfig
-from ..readers import iter_input_files
+from ..input_files import iter_input_files
+from ..readers import InputPath
 
 
 class PipelineError(RuntimeError):
@@ -25,7 +27,8 @@ class InputFile:
 
     index: int
     source: str
-    path: Path
+    path: InputPath
+    """A local path, or a ``Location`` on an object store."""
 
     @property
     def key(self) -> str:
@@ -35,10 +38,10 @@ class InputFile:
 def plan_inputs(config: PipelineConfig) -> list[InputFile]:
     """Every input file in the global order: sources in pipeline order, files sorted."""
     files: list[InputFile] = []
-    owner: dict[Path, str] = {}
+    owner: dict[Path | Location, str] = {}
     for source in config.sources:
         for path in iter_input_files(source.paths):
-            resolved = path.resolve()
+            resolved = path if isinstance(path, Location) else path.resolve()
             if resolved in owner:
                 raise PipelineError(
                     f"{path} is an input of both source {owner[resolved]!r} and {source.name!r}"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from olmo.data.shards import read_manifest
+from olmo.storage import is_remote
 
 from .. import __version__
 from ..config import PipelineConfig, config_hash
@@ -22,6 +23,7 @@ from .map_phase import run_map_phase
 from .mix_phase import mix_file, source_rates
 from .plan import InputFile, Layout, PipelineError, plan_inputs, worker_files
 from .progress import StageTimer, progress_bar
+from .publish import Publisher, staging_dir
 from .run_tokenizer import load_run_tokenizer, settle_tokenizer, trains_tokenizer
 from .tables import read_json, write_json
 from .tokenize_phase import tokenize_file
@@ -41,6 +43,8 @@ class RunResult:
     finalized: bool
     summary: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    uri: str | None = None
+    """The output on an object store (``out`` is then the local staging folder)."""
 
 
 def _wait_for(paths: Sequence[Path], what: str, timeout_s: float, quiet: bool) -> None:
@@ -101,9 +105,14 @@ def run_pipeline(
     """Run this worker's share of the pipeline (see the package doc); worker 0 finalizes."""
     if config.output is None:
         raise PipelineError("the pipeline has no output folder")
-    layout = Layout(config.output)
-    if overwrite and worker_index == 0 and layout.out.exists():
-        shutil.rmtree(layout.out)
+    remote = is_remote(config.output)
+    layout = Layout(staging_dir(config.output) if remote else config.output)
+    publisher = Publisher(config.output, layout) if remote else None
+    if overwrite and worker_index == 0:
+        if layout.out.exists():
+            shutil.rmtree(layout.out)
+        if publisher is not None:
+            publisher.remote.remove()
     files = plan_inputs(config)
     mine = worker_files(files, worker_index, num_workers)
     # The decontamination set before any work: without it (no eval data) the run fails now.
@@ -111,9 +120,24 @@ def run_pipeline(
     layout.out.mkdir(parents=True, exist_ok=True)
     digest = _check_output(layout, config, files, decon_info.get("id"))
     result = RunResult(layout.out, worker_index, num_workers, len(mine), 0, False)
-    if layout.manifest.exists() and read_manifest(layout.out).pipeline_config_hash == digest:
+    result.uri = config.output if remote else None
+    if publisher is not None and (published := publisher.remote_manifest()) is not None:
+        if published.pipeline_config_hash != digest:
+            raise PipelineError(
+                f"{config.output} already holds a dataset of a different pipeline (hash "
+                f"{published.pipeline_config_hash}, this one {digest}); use another output or "
+                "--overwrite"
+            )
         if not quiet:
-            log.info("%s is complete already (pipeline %s)", layout.out, digest[:12])
+            log.info("%s is complete already (pipeline %s)", config.output, digest[:12])
+        result.skipped_files = len(mine)
+        result.summary = publisher.remote_summary() if worker_index == 0 else None
+        return result
+    if layout.manifest.exists() and read_manifest(layout.out).pipeline_config_hash == digest:
+        if publisher is not None and worker_index == 0:  # finished here, not yet published
+            publisher.finish()
+        if not quiet:
+            log.info("%s is complete already (pipeline %s)", result.uri or layout.out, digest[:12])
         result.skipped_files = len(mine)
         result.summary = read_json(layout.summary) if worker_index == 0 else None
         return result
@@ -163,10 +187,16 @@ def run_pipeline(
         if layout.final_done(f).exists():
             continue
         shards = mix_file(layout, f, config, rates[f.source], tokenizer, timer)
+        if publisher is not None:  # uploaded before the file is marked done
+            with timer.stage("upload", docs=0):
+                publisher.file_done(f, shards)
         write_json(layout.final_done(f), {"shards": [s.to_dict() for s in shards]})
     if worker_index == 0:
         _wait_for([layout.final_done(f) for f in files], "mixed files", timeout, quiet)
         result.summary = finalize(layout, config, files, rates, tokenizer, decon_info)
+        if publisher is not None:
+            with timer.stage("upload", docs=0):
+                publisher.finish()  # manifest.json last
         result.finalized = True
     result.timings = {
         "wall_s": time.perf_counter() - started,
@@ -174,4 +204,6 @@ def run_pipeline(
         **{f"{k}_docs": v for k, v in sorted(timer.docs.items())},
     }
     write_json(layout.logs / f"timings-worker{worker_index}.json", result.timings)
+    if publisher is not None:
+        publisher.upload_logs()
     return result
