@@ -108,6 +108,33 @@ def test_a_resume_that_skipped_checkpoints_is_one_warning() -> None:
     assert patch["lastResume"]["skipped"] == [] and events == []
 
 
+UPLOAD = {
+    c.UPLOAD_STEP: 100,
+    c.UPLOAD_SECONDS: 12.5,
+    c.UPLOAD_BYTES: 7_000_000_000,
+    c.UPLOAD_FILES: 9,
+    c.UPLOAD_TIME: "2026-01-01T00:02:00Z",
+}
+
+
+def test_uploads_to_object_storage_are_mirrored() -> None:
+    """A run directory on a store: the trainer reports how long each save stopped training and,
+    once the checkpoint is on the store, the upload (time, bytes) with the checkpoint's URI."""
+    status = {"attempt": 2}
+    saved = trainer(step=100, checkpointBlockedSeconds=1.25)
+    patch, events = mirror(status, trainer=saved)
+    assert patch["lastSaveBlockedSeconds"] == 1.25 and "latestCheckpoint" not in patch
+    assert events == []
+    on_store = {**CHECKPOINT, c.CHECKPOINT_PATH: "s3://b/runs/run/checkpoints/step000100"}
+    report = trainer(
+        step=101, checkpointBlockedSeconds=1.25, latestCheckpoint=on_store, upload=UPLOAD
+    )
+    patch, events = mirror({**status, "lastSaveBlockedSeconds": 1.25}, trainer=report)
+    assert patch["lastUpload"] == UPLOAD and patch["latestCheckpoint"] == on_store
+    assert "lastSaveBlockedSeconds" not in patch  # unchanged
+    assert [e.reason for e in events] == ["CheckpointSaved"] and "s3://b/runs" in events[0].message
+
+
 def test_eval_results_and_given_up_checkpoints_are_mirrored() -> None:
     evaluation = {
         c.EVAL_STEP: 200,
@@ -196,6 +223,17 @@ MALFORMED = [
         trainer(resume={"step": 1, "path": "/c/step1", "skipped": [{"path": "/c/step2"}]}),
         "resume.skipped[0].reason",
         "is required",
+    ),
+    (
+        trainer(upload={**UPLOAD, "seconds": -1}),
+        "upload.seconds",
+        "must be a number of seconds >= 0",
+    ),
+    (trainer(upload={**UPLOAD, "bytes": "9"}), "upload.bytes", "must be an integer"),
+    (
+        trainer(checkpointBlockedSeconds="1s"),
+        "checkpointBlockedSeconds",
+        "must be a number of seconds >= 0",
     ),
 ]
 

@@ -151,6 +151,9 @@ EXIT_PREEMPTED = 75
 #   data.trainer (rank 0): {"attempt": A, "step": S, "tokens": T,
 #                           "latestCheckpoint": {"step": S, "path": P, "time": ISO},
 #                           "rotation": {"deleted": [P, ...], "time": ISO},
+#                           "upload": {"step": S, "seconds": F, "bytes": B, "files": N,
+#                                      "time": ISO},   (run directory on an object store)
+#                           "checkpointBlockedSeconds": F,  (idem: a save's stall)
 #                           "resume": {"step": S, "path": P,
 #                                      "skipped": [{"path": P, "reason": R}, ...]},
 #                           "updated": ISO}
@@ -172,6 +175,13 @@ PROGRESS_TOKENS = "tokens"
 PROGRESS_LATEST_CHECKPOINT = "latestCheckpoint"
 PROGRESS_ROTATION = "rotation"
 PROGRESS_RESUME = "resume"
+PROGRESS_UPLOAD = "upload"
+PROGRESS_BLOCKED = "checkpointBlockedSeconds"
+UPLOAD_STEP = "step"
+UPLOAD_SECONDS = "seconds"
+UPLOAD_BYTES = "bytes"
+UPLOAD_FILES = "files"
+UPLOAD_TIME = "time"
 PROGRESS_LAST_EVAL = "lastEval"
 PROGRESS_LAST_EVAL_FAILURE = "lastEvalFailure"
 PROGRESS_UPDATED = "updated"

@@ -111,6 +111,22 @@ def _status_schema() -> dict[str, Any]:
         "tokens": integer("Tokens trained on so far."),
         "latestCheckpoint": checkpoint,
         "lastEval": last_eval,
+        "lastUpload": obj(
+            "The latest checkpoint upload to object storage (checkpoint.uri), reported by the "
+            "trainer once the checkpoint was complete on the store.",
+            {
+                "step": integer("Training step of the checkpoint."),
+                "seconds": {"type": "number", "description": "Upload time."},
+                "bytes": integer("Bytes uploaded."),
+                "files": integer("Files uploaded."),
+                "time": time("When the upload finished."),
+            },
+        ),
+        "lastSaveBlockedSeconds": {
+            "type": "number",
+            "description": "How long the latest save stopped training (checkpoint.uri: the local "
+            "save plus the wait for the previous upload).",
+        },
         "lastRotation": obj(
             "The latest checkpoint rotation reported by the trainer.",
             {

@@ -4,8 +4,9 @@ The trainer and the eval worker write only their data key of the ``<job>-progres
 (``contract.py``, "The progress contract"; their Role allows nothing on the OLMoJob). Each
 reconcile reads that ConfigMap, validates each document (:mod:`.progress_validation`) and
 copies what passed to the top-level status — step, tokens, latestCheckpoint, lastRotation,
-lastResume (trainer); lastEval, lastEvalFailure (eval worker) — turning each new checkpoint,
-rotation, skipped checkpoint, evaluation and given-up evaluation into an Event.
+lastResume, lastUpload, lastSaveBlockedSeconds (trainer); lastEval, lastEvalFailure (eval
+worker) — turning each new checkpoint, rotation, skipped checkpoint, evaluation and given-up
+evaluation into an Event.
 
 Rules (``services/operator/README.md``, "Progress reports"):
 
@@ -148,6 +149,12 @@ class _Mirror:
                     f"trainer deleted {len(deleted)} checkpoint"
                     f"{'s' if len(deleted) != 1 else ''}: {names}",
                 )
+        upload = report.get(c.PROGRESS_UPLOAD)
+        if upload and upload != self.status.get("lastUpload"):
+            self.patch["lastUpload"] = upload
+        blocked = report.get(c.PROGRESS_BLOCKED)
+        if blocked is not None and blocked != self.status.get("lastSaveBlockedSeconds"):
+            self.patch["lastSaveBlockedSeconds"] = blocked
         resume = report.get(c.PROGRESS_RESUME)
         if resume:
             value = {c.PROGRESS_ATTEMPT: attempt, **resume}

@@ -92,6 +92,18 @@ def trainer_report(doc: Mapping[str, Any]) -> dict[str, Any]:
         }
     if c.PROGRESS_RESUME in doc:
         out[c.PROGRESS_RESUME] = _resume(_object(doc, c.PROGRESS_RESUME, ""))
+    if c.PROGRESS_UPLOAD in doc:
+        upload = _object(doc, c.PROGRESS_UPLOAD, "")
+        where = f"{c.PROGRESS_UPLOAD}."
+        out[c.PROGRESS_UPLOAD] = {
+            c.UPLOAD_STEP: _int(upload, c.UPLOAD_STEP, where),
+            c.UPLOAD_SECONDS: _seconds(upload, c.UPLOAD_SECONDS, where),
+            c.UPLOAD_BYTES: _int(upload, c.UPLOAD_BYTES, where),
+            c.UPLOAD_FILES: _int(upload, c.UPLOAD_FILES, where),
+            c.UPLOAD_TIME: _time(upload, c.UPLOAD_TIME, where),
+        }
+    if c.PROGRESS_BLOCKED in doc:
+        out[c.PROGRESS_BLOCKED] = _seconds(doc, c.PROGRESS_BLOCKED, "")
     return out
 
 
@@ -230,6 +242,16 @@ def _time(doc: Mapping[str, Any], key: str, where: str) -> str:
 def _optional_time(doc: Mapping[str, Any], key: str, where: str, out: dict[str, Any]) -> None:
     if key in doc:
         out[key] = _time(doc, key, where)
+
+
+def _seconds(doc: Mapping[str, Any], key: str, where: str) -> float:
+    """A finite duration of at least 0 s."""
+    value = doc.get(key)
+    if value is None:
+        raise Rejected(f"{where}{key}", "is required")
+    if not _number(value) or value < 0:
+        raise Rejected(f"{where}{key}", "must be a number of seconds >= 0", value)
+    return float(value)
 
 
 def _number(value: Any) -> bool:
