@@ -55,6 +55,8 @@ class InstanceDataset:
         self._sizes: list[int] = [int(size) for size in shards.sizes]
         # Shards read through a bounded cache are asked for every time (they may be let go).
         self._hold = bool(getattr(shards.shards, "holds_arrays", True))
+        # Shards read by ranged GETs (``shards.ranges``): prefetched instance by instance.
+        self._by_range = hasattr(shards.shards, "prefetch_ranges")
 
     def __len__(self) -> int:
         return self._len
@@ -103,11 +105,19 @@ class InstanceDataset:
         return list(out)
 
     def prefetch(self, indices: Sequence[int] | np.ndarray) -> list[int]:
-        """Fetch, in the background, the shards that the upcoming instances ``indices`` (in the
-        order they will be read) fall in, when those shards lie on an object store: a bounded
-        number of shards ahead (``data.prefetch_shards``), so the reads find them in the local
-        cache. A no-op for local shards. Returns the shards whose download started."""
-        return self.shards.prefetch(self.shards_of(indices))
+        """Fetch, in the background, what the upcoming instances ``indices`` (in the order they
+        will be read) need when their shards lie on an object store, so their reads do not wait:
+        in ``cache`` mode the shards they fall in, a bounded number ahead
+        (``data.prefetch_shards``), into the node's cache; in ``range`` mode their own tokens, by
+        ranged GETs (``data.prefetch_requests`` at a time) into a bounded in-memory buffer. A no-op
+        for local shards. Returns the shards whose downloads or requests started."""
+        if not self._by_range:
+            return self.shards.prefetch(self.shards_of(indices))
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if (idx < 0).any() or (idx >= self._len).any():
+            raise IndexError(f"instance indices out of range [0, {self._len})")
+        starts = (idx * self.seq_len).tolist()
+        return self.shards.prefetch_ranges((s, s + self.seq_len) for s in starts)
 
     def __getitem__(self, i: int) -> np.ndarray:
         """Instance ``i`` as an int64 array of ``seq_len`` token ids."""
@@ -139,6 +149,8 @@ class InstanceDataset:
         bad = (idx < 0) | (idx >= self._len)
         if bad.any():
             raise IndexError(f"instance index {int(idx[bad][0])} out of range [0, {self._len})")
+        if self._by_range:  # what was not prefetched is fetched concurrently, then read
+            self.prefetch(idx)
         starts = idx * self.seq_len
         shard_of, local_of = self.shards.locate_many(starts)
         seq_len, sizes, arrays = self.seq_len, self._sizes, self._arrays

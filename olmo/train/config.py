@@ -109,6 +109,16 @@ class DataConfig(StrictConfig):
     """Bound of that cache: least-recently-used shards not in use are evicted to stay under it."""
     prefetch_shards: NonNegativeInt = 4
     """Shards downloaded ahead of the data order, in the background (0: none)."""
+    remote_read: Literal["auto", "cache", "range"] = "auto"
+    """How token shards on an object store are read: ``cache`` downloads each shard whole into
+    the cache above (sha256-checked against the manifest); ``range`` fetches each instance's
+    tokens with a ranged GET, prefetched into a bounded memory buffer (nothing on disk; sizes
+    checked, the transport trusted: no sha256), for data much larger than the cache; ``auto``
+    takes ``cache`` when the remote shards fit ``cache_max_bytes``, else ``range``."""
+    prefetch_requests: NonNegativeInt = 8
+    """``range`` mode: ranged GETs in flight at a time, ahead of the data order (0: none)."""
+    range_buffer_bytes: PositiveInt = 256 << 20
+    """``range`` mode: bound of the in-memory buffer of prefetched ranges, per process."""
 
     def shard_options(self) -> dict[str, Any]:
         """``open_shards`` keyword arguments for any token folders of this run (training,
@@ -118,6 +128,9 @@ class DataConfig(StrictConfig):
             "cache_dir": self.cache_dir,
             "cache_max_bytes": self.cache_max_bytes,
             "prefetch_shards": self.prefetch_shards,
+            "remote_read": self.remote_read,
+            "prefetch_requests": self.prefetch_requests,
+            "range_buffer_bytes": self.range_buffer_bytes,
         }
 
 

@@ -2,8 +2,9 @@
 permutation per epoch from the seed), cut into one contiguous block per rank and then into
 micro-batches; gradient accumulation is driven explicitly, so a batch-size warmup can change
 the number of micro-batches from one step to the next. With token shards on an object store, each
-step also asks for the shards of this rank's next ``PREFETCH_STEPS`` steps to be fetched in the
-background (``InstanceDataset.prefetch``), so a read never waits for a download."""
+step also asks for this rank's instances of the next ``PREFETCH_STEPS`` steps to be fetched in
+the background (``InstanceDataset.prefetch``: whole shards in ``cache`` mode, their byte ranges in
+``range`` mode), so a read never waits for a download."""
 
 from __future__ import annotations
 

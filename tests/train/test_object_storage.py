@@ -245,44 +245,50 @@ def test_the_run_dir_fence_holds_on_the_store(s3_bucket):
 def test_training_on_token_shards_from_the_store_matches_local_data(
     tmp_path, dataset, validation_set, s3_bucket
 ):
-    """data.paths and eval.validation_paths on s3: shards downloaded into the bounded node cache
-    (sha256-checked, prefetched), and the very same losses as from the local folders."""
+    """data.paths and eval.validation_paths on s3, read both ways: shards downloaded into the
+    bounded node cache (sha256-checked, prefetched), and (``data.remote_read=range``) instances
+    fetched by ranged GETs into a memory buffer, nothing downloaded whole; the very same losses
+    as from the local folders."""
     for name, folder in (("train", dataset), ("val", validation_set)):
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             location(f"{s3_bucket}/tokens/{name}/{path.relative_to(folder)}").upload(path)
     common = {"max_steps": 4, "eval.interval": 2, "checkpoint.save_interval": 4}
-    for d in ("local", "remote"):
+    runs = ("local", "remote", "range")
+    for d in runs:
         (tmp_path / d).mkdir()
     local = small_config(
         tmp_path / "local", dataset, **common, **{"eval.validation_paths": [str(validation_set)]}
     )
-    remote = small_config(
-        tmp_path / "remote",
-        dataset,
-        **common,
-        **{
-            "data.paths": [f"{s3_bucket}/tokens/train"],
-            "eval.validation_paths": [f"{s3_bucket}/tokens/val"],
-            "data.cache_dir": str(tmp_path / "cache"),
-        },
-    )
     run_trainer(local, tmp_path / "local" / "run")
-    run_trainer(remote, tmp_path / "remote" / "run")
+    for d, mode in (("remote", "cache"), ("range", "range")):
+        remote = small_config(
+            tmp_path / d,
+            dataset,
+            **common,
+            **{
+                "data.paths": [f"{s3_bucket}/tokens/train"],
+                "eval.validation_paths": [f"{s3_bucket}/tokens/val"],
+                "data.cache_dir": str(tmp_path / f"{d}-cache"),
+                "data.remote_read": mode,
+            },
+        )
+        run_trainer(remote, tmp_path / d / "run")
     metrics = [
         [
             json.loads(line)
             for line in (tmp_path / d / "run" / "metrics.jsonl").read_text().splitlines()
         ]
-        for d in ("local", "remote")
+        for d in runs
     ]
     keys = ("step", "loss", "batch_sha1", "eval/val_loss")
     assert [[{k: m.get(k) for k in keys} for m in run] for run in metrics[1:]] == [
         [{k: m.get(k) for k in keys} for m in metrics[0]]
-    ]
-    assert any("eval/val_loss" in m for m in metrics[0])  # validation did run on both
-    cached = {p.name for p in (tmp_path / "cache").rglob("*.npy")}
+    ] * 2
+    assert any("eval/val_loss" in m for m in metrics[0])  # validation did run on all
+    cached = {p.name for p in (tmp_path / "remote-cache").rglob("*.npy")}
     train, val = (json.loads((d / "manifest.json").read_text()) for d in (dataset, validation_set))
     named = {f"{s['sha256']}.npy" for m in (train, val) for s in m["shards"]}
     # Validation reads every one of its shards; training the shards its 4 steps touched.
     assert {f"{s['sha256']}.npy" for s in val["shards"]} <= cached <= named
     assert cached & {f"{s['sha256']}.npy" for s in train["shards"]}
+    assert not (tmp_path / "range-cache").exists()  # range mode wrote nothing to disk

@@ -14,8 +14,9 @@ when the dtype is given explicitly. Files appear under their final names only on
 The contract in parts: ``format`` (constants, errors, token dtypes), ``writer``
 (``ShardWriter``), ``manifest`` (``manifest.json`` and ``ShardInfo``), ``reader`` (``TokenShard``,
 ``ShardSet``), ``inputs`` (``open_shards``, Dolma folders included), and for folders on an
-object store ``remote`` (``RemoteShardList``, prefetch) and ``cache`` (``ShardCache``, the
-node's bounded, verified local copy). Import from here.
+object store ``remote`` (``RemoteShardList``, prefetch; the two ways of reading and what each
+verifies), ``cache`` (``ShardCache``, the node's bounded, verified local copy) and ``ranges``
+(``RangeShardList``: ranged GETs into a bounded memory buffer). Import from here.
 
 This package must not import torch: the data-prep image has none.
 """
@@ -38,6 +39,7 @@ from olmo.data.shards.manifest import (
     read_manifest,
     write_manifest,
 )
+from olmo.data.shards.ranges import RangeShardList
 from olmo.data.shards.reader import DocumentSpan, ShardSet, TokenShard
 from olmo.data.shards.remote import RemoteShardList
 from olmo.data.shards.writer import ShardWriter
@@ -50,6 +52,7 @@ __all__ = [
     "DocumentSpan",
     "Manifest",
     "MissingIndexError",
+    "RangeShardList",
     "RemoteShardList",
     "ShardCache",
     "ShardFormatError",

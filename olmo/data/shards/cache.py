@@ -53,7 +53,7 @@ class CacheFullError(RuntimeError):
     use."""
 
 
-def _format_bytes(n: int) -> str:
+def format_bytes(n: int) -> str:
     return f"{n / (1 << 30):.2f} GiB" if n >= 1 << 30 else f"{n:,} bytes"
 
 
@@ -166,8 +166,8 @@ class ShardCache:
         rename."""
         if size > self.max_bytes:
             raise CacheFullError(
-                f"{source}: shard of {_format_bytes(size)} is bigger than the whole shard cache "
-                f"({_format_bytes(self.max_bytes)} at {self.root}); raise data.cache_max_bytes"
+                f"{source}: shard of {format_bytes(size)} is bigger than the whole shard cache "
+                f"({format_bytes(self.max_bytes)} at {self.root}); raise data.cache_max_bytes"
             )
         reserve = self.path(sha256, ".reserve")
         self._make_room(sha256, size, reserve)
@@ -202,8 +202,8 @@ class ShardCache:
                     used -= self._evict(key)
             if used + size > self.max_bytes:
                 raise CacheFullError(
-                    f"shard cache {self.root} cannot fit a shard of {_format_bytes(size)}: "
-                    f"{_format_bytes(used)} of its {_format_bytes(self.max_bytes)} are held by "
+                    f"shard cache {self.root} cannot fit a shard of {format_bytes(size)}: "
+                    f"{format_bytes(used)} of its {format_bytes(self.max_bytes)} are held by "
                     "shards in use or being downloaded; raise data.cache_max_bytes (or lower "
                     "data.prefetch_shards)"
                 )

@@ -4,11 +4,12 @@ An input is a dataset folder with ``manifest.json``, or, for compatibility with 
 toolkit, a folder of ``*.npy`` shards that ``dolma tokens`` wrote (no manifest, so the dtype must
 be given), or a single ``.npy`` shard. A dataset folder may also be a URI on an object store
 (``s3://bucket/tokens``, ``gs://...``): its shards are then read through the node's bounded local
-cache (``remote``, ``cache``).
+cache (``remote``, ``cache``) or by ranged GETs (``ranges``), as ``remote_read`` says.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,15 +17,24 @@ from typing import Any
 
 import numpy as np
 
-from olmo.data.shards.cache import DEFAULT_MAX_BYTES, ShardCache
+from olmo.data.shards.cache import DEFAULT_MAX_BYTES, ShardCache, format_bytes
 from olmo.data.shards.format import MANIFEST_NAME, ShardFormatError, as_token_dtype
 from olmo.data.shards.manifest import Manifest, ShardInfo, manifest_sha256, read_manifest
+from olmo.data.shards.ranges import DEFAULT_BUFFER_BYTES, DEFAULT_PREFETCH_REQUESTS, RangeShardList
 from olmo.data.shards.reader import ShardList, ShardSet, TokenShard
-from olmo.data.shards.remote import DEFAULT_PREFETCH_SHARDS, RemoteShardList, read_remote_manifest
+from olmo.data.shards.remote import (
+    DEFAULT_PREFETCH_SHARDS,
+    RemoteShardList,
+    StoreShardList,
+    read_remote_manifest,
+)
 from olmo.fileio import sha256_file
 from olmo.storage import Location, is_remote, location
 
 _HASH_CHUNK = 1 << 24  # bytes read at a time when hashing a shard
+REMOTE_READ_MODES = ("auto", "cache", "range")
+
+log = logging.getLogger(__name__)
 
 
 def _check_raw(shard: TokenShard) -> TokenShard:
@@ -65,6 +75,9 @@ def open_shards(
     cache_dir: str | Path | None = None,
     cache_max_bytes: int | None = None,
     prefetch_shards: int | None = None,
+    remote_read: str = "auto",
+    prefetch_requests: int | None = None,
+    range_buffer_bytes: int | None = None,
 ) -> ShardSet:
     """Open token shards for reading, in order.
 
@@ -79,7 +92,14 @@ def open_shards(
     else ``~/.cache/olmo/shards``) holding at most ``cache_max_bytes`` (default 64 GiB), and
     ``prefetch_shards`` (default 4) at a time are fetched ahead by ``InstanceDataset.prefetch``.
     ``verify`` does not apply to them: every download is checked against the manifest's sha256.
+    That is ``remote_read="cache"``; ``"range"`` reads each instance's tokens by ranged GETs
+    instead (``prefetch_requests``, default 8, at a time, ahead of the data order, into an
+    in-memory buffer of at most ``range_buffer_bytes``, default 256 MiB; nothing downloaded whole,
+    no sha256 check: see ``remote``); ``"auto"`` (the default) takes ``cache`` when the remote
+    shards fit ``cache_max_bytes``, else ``range``.
     """
+    if remote_read not in REMOTE_READ_MODES:
+        raise ValueError(f"remote_read must be one of {REMOTE_READ_MODES}, got {remote_read!r}")
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     if not paths:
@@ -130,13 +150,26 @@ def open_shards(
         raise ShardFormatError(f"no shards in {[str(p) for p in inputs]}")
     shards: ShardList
     if any(isinstance(p, Location) for p in inputs):
-        shards = RemoteShardList(
-            dtypes.pop(),
-            ShardCache(
-                cache_dir, DEFAULT_MAX_BYTES if cache_max_bytes is None else cache_max_bytes
-            ),
-            prefetch_shards=DEFAULT_PREFETCH_SHARDS if prefetch_shards is None else prefetch_shards,
-        )
+        max_bytes = DEFAULT_MAX_BYTES if cache_max_bytes is None else cache_max_bytes
+        mode = _remote_mode(remote_read, made, inputs, max_bytes)
+        if mode == "range":
+            shards = RangeShardList(
+                dtypes.pop(),
+                prefetch_requests=(
+                    DEFAULT_PREFETCH_REQUESTS if prefetch_requests is None else prefetch_requests
+                ),
+                buffer_bytes=(
+                    DEFAULT_BUFFER_BYTES if range_buffer_bytes is None else range_buffer_bytes
+                ),
+            )
+        else:
+            shards = RemoteShardList(
+                dtypes.pop(),
+                ShardCache(cache_dir, max_bytes),
+                prefetch_shards=(
+                    DEFAULT_PREFETCH_SHARDS if prefetch_shards is None else prefetch_shards
+                ),
+            )
     else:
         shards = ShardList(dtypes.pop())
     for item in made:
@@ -145,7 +178,7 @@ def open_shards(
             continue
         folder, info, _ = item
         if isinstance(folder, Location):
-            assert isinstance(shards, RemoteShardList)
+            assert isinstance(shards, StoreShardList)
             shards.add_remote(folder / info.path, folder / info.index, info.num_tokens, info.sha256)
             continue
         shards.add(folder / info.path, folder / info.index, info.num_tokens)
@@ -164,3 +197,32 @@ def open_shards(
         manifests=manifests,
         manifest_sha256=hashes,
     )
+
+
+def _remote_mode(
+    requested: str,
+    made: Sequence[TokenShard | tuple[Path | Location, ShardInfo, np.dtype]],
+    inputs: Sequence[Path | Location],
+    cache_max_bytes: int,
+) -> str:
+    """``cache`` or ``range`` for the remote shards of ``made`` (``requested`` may be ``auto``);
+    the choice is logged with its reason."""
+    remote = [
+        item[1].num_tokens * item[2].itemsize
+        for item in made
+        if not isinstance(item, TokenShard) and isinstance(item[0], Location)
+    ]
+    total = sum(remote)
+    where = ", ".join(str(p) for p in inputs if isinstance(p, Location))
+    size = f"{len(remote)} shards, {format_bytes(total)}"
+    bound = f"data.cache_max_bytes {format_bytes(cache_max_bytes)}"
+    if requested != "auto":
+        log.info("token shards on %s (%s): remote_read=%s", where, size, requested)
+        return requested
+    mode = "cache" if total <= cache_max_bytes else "range"
+    why = "fit" if mode == "cache" else "exceed"
+    log.info(
+        "token shards on %s (%s) %s the shard cache (%s): remote_read=auto chose %s",
+        where, size, why, bound, mode,
+    )  # fmt: skip
+    return mode

@@ -138,6 +138,11 @@ class TokenShard:
     def has_index(self) -> bool:
         return self._index is not None or self.index_path.is_file()
 
+    def _index_source(self) -> Any:
+        """What the index is read from (a path, or a binary file object); FileNotFoundError when
+        there is none."""
+        return self.index_path
+
     def _load_index(self) -> tuple[np.ndarray, np.ndarray, list[str], list[str], list[str]]:
         if self._index is not None:
             return self._index
@@ -147,7 +152,7 @@ class TokenShard:
         srcs: list[str] = []
         locs: list[str] = []
         try:
-            with gzip.open(self.index_path, "rt", encoding="utf-8", newline="") as f:
+            with gzip.open(self._index_source(), "rt", encoding="utf-8", newline="") as f:
                 for line, row in enumerate(csv.reader(f), start=1):
                     if len(row) != 5:
                         raise ShardFormatError(
@@ -367,8 +372,28 @@ class ShardSet:
         prefetch = getattr(self.shards, "prefetch", None)
         return prefetch(shard_indices) if prefetch is not None else []
 
+    def prefetch_ranges(self, spans: Iterable[tuple[int, int]]) -> list[int]:
+        """Fetch the token ranges ``[start, end)`` of the concatenation (in the order they will be
+        read) ahead of their reads when the shards are read by ranged GETs from an object store
+        (``ranges.RangeShardList.prefetch_ranges``; a range spanning shards is split); a no-op
+        otherwise. Returns the shards whose requests started."""
+        prefetch = getattr(self.shards, "prefetch_ranges", None)
+        if prefetch is None:
+            return []
+        sizes = self.sizes
+        pieces: list[tuple[int, int, int]] = []
+        for start, end in spans:
+            pos = int(start)
+            while pos < end:
+                shard, local = self.locate(pos)
+                take = min(int(end) - pos, int(sizes[shard]) - local)
+                pieces.append((shard, local, local + take))
+                pos += take
+        return prefetch(pieces)
+
     def close(self) -> None:
-        """Stop background prefetching and let go of cached shards (remote shards only)."""
+        """Stop background prefetching and let go of cached shards and buffers (remote shards
+        only)."""
         close = getattr(self.shards, "close", None)
         if close is not None:
             close()

@@ -1,5 +1,6 @@
 """Token shards on an object store (``s3://``, ``gs://``; ``memory://`` in tests), read through
-the node's bounded local cache (``cache.ShardCache``) and prefetched ahead of the data order.
+the node's bounded local cache (``cache.ShardCache``) and prefetched ahead of the data order: the
+``cache`` way of reading them (the ``range`` way, for data larger than the cache, is below).
 
 ``open_shards(["s3://bucket/tokens"])`` reads ``manifest.json`` from the store and lists its
 shards in a :class:`RemoteShardList`: nothing else is read until a shard's tokens are. The first
@@ -17,6 +18,22 @@ raises the error.
 
 A folder on a store must hold ``manifest.json`` (its sha256s are what the cache is keyed by and
 checked against); Dolma's manifest-less folders are read from local disk only.
+
+**Two ways to read** (``open_shards(..., remote_read=...)``, ``data.remote_read``): ``cache``, the
+above, for data that fit the node's cache; ``range`` (``ranges.RangeShardList``), for data much
+larger than it (Dolma: ~6 TB against a 64 GiB cache, where the global shuffle would make every
+instance cost a whole-shard download): each instance's tokens are fetched with a ranged GET,
+prefetched ahead of the data order into a bounded in-memory buffer, and nothing is written to
+disk. ``auto`` (the default) takes ``cache`` when the remote shards' total size fits
+``cache_max_bytes``, else ``range``, and logs which and why.
+
+**Integrity.** ``cache`` mode checks every downloaded shard against the manifest's sha256 before
+using it. A ranged read cannot be: ``range`` mode checks what the store gives cheaply (at open,
+``ShardSet.check_files`` lists every shard and compares its size with the manifest's; every
+read must return exactly the bytes asked for) and otherwise *trusts the transport*: a ranged GET
+carries no checksum of its bytes, so only TLS guards them (an ``http://`` endpoint, nothing).
+Data that must be verified end to end should be read in ``cache`` mode, or checked once with
+``open_shards(local_copy, verify=True)``.
 """
 
 from __future__ import annotations
@@ -84,8 +101,55 @@ class RemoteTokenShard(TokenShard):
         return super()._load_index()
 
 
-class RemoteShardList(ShardList):
-    """A :class:`ShardList` whose entries may lie on an object store (see the module doc)."""
+class StoreShardList(ShardList):
+    """A :class:`ShardList` whose entries may lie on an object store: what the two ways of
+    reading them (``cache``: :class:`RemoteShardList`, ``range``: ``ranges.RangeShardList``)
+    share. Local entries read as in the base class."""
+
+    def __init__(self, dtype: Any) -> None:
+        super().__init__(dtype)
+        self._remote: dict[int, tuple[Location, Location, str]] = {}
+
+    def add_remote(self, shard: Location, index: Location, num_tokens: int, sha256: str) -> None:
+        """A shard on a store, as its manifest lists it."""
+        self._remote[len(self)] = (shard, index, sha256)
+        self.add(str(shard), str(index), num_tokens)
+
+    def is_remote(self, i: int) -> bool:
+        return i in self._remote
+
+    @property
+    def remote_bytes(self) -> int:
+        """Total size of the shards on a store."""
+        return sum(self._nbytes(i) for i in self._remote)
+
+    def _nbytes(self, i: int) -> int:
+        return self._sizes[i] * self.dtype.itemsize
+
+    def check_files(self) -> list[Exception]:
+        """Check every remote shard is on its store with the manifest's size (one listing per
+        folder, nothing downloaded); the problems found."""
+        problems: list[Exception] = []
+        listings: dict[str, dict[str, dict[str, Any]]] = {}
+        for i, (source, _, _) in self._remote.items():
+            folder = str(source.parent)
+            if folder not in listings:
+                listings[folder] = source.parent.files()
+            info = listings[folder].get(source.name)
+            if info is None:
+                problems.append(FileNotFoundError(f"token shard not found: {source}"))
+            elif int(info["size"]) != self._nbytes(i):
+                problems.append(
+                    ShardFormatError(
+                        f"{source}: {info['size']} bytes but the manifest says {self._sizes[i]} "
+                        f"{self.dtype.name} tokens ({self._nbytes(i)} bytes)"
+                    )
+                )
+        return problems
+
+
+class RemoteShardList(StoreShardList):
+    """Remote shards read through the node's cache (see the module doc)."""
 
     holds_arrays = False  # InstanceDataset asks for each shard's array every time
 
@@ -107,16 +171,10 @@ class RemoteShardList(ShardList):
         self.cache = cache
         self.prefetch_shards = prefetch_shards
         self.max_open = max_open
-        self._remote: dict[int, tuple[Location, Location, str]] = {}
         self._open: OrderedDict[int, RemoteTokenShard] = OrderedDict()
         self._pool: ThreadPoolExecutor | None = None
         self._pending: dict[int, Future[bool]] = {}
         self._lock = threading.Lock()
-
-    def add_remote(self, shard: Location, index: Location, num_tokens: int, sha256: str) -> None:
-        """A shard on a store, as its manifest lists it."""
-        self._remote[len(self)] = (shard, index, sha256)
-        self.add(str(shard), str(index), num_tokens)
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -131,12 +189,6 @@ class RemoteShardList(ShardList):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
-
-    def is_remote(self, i: int) -> bool:
-        return i in self._remote
-
-    def _nbytes(self, i: int) -> int:
-        return self._sizes[i] * self.dtype.itemsize
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
@@ -162,27 +214,6 @@ class RemoteShardList(ShardList):
             _, old = self._open.popitem(last=False)
             old.lease.release()  # its file stays cached (evictable) and its memmap valid
         return shard
-
-    def check_files(self) -> list[Exception]:
-        """Check every remote shard is on its store with the manifest's size (one listing per
-        folder, nothing downloaded); the problems found."""
-        problems: list[Exception] = []
-        listings: dict[str, dict[str, dict[str, Any]]] = {}
-        for i, (source, _, _) in self._remote.items():
-            folder = str(source.parent)
-            if folder not in listings:
-                listings[folder] = source.parent.files()
-            info = listings[folder].get(source.name)
-            if info is None:
-                problems.append(FileNotFoundError(f"token shard not found: {source}"))
-            elif int(info["size"]) != self._nbytes(i):
-                problems.append(
-                    ShardFormatError(
-                        f"{source}: {info['size']} bytes but the manifest says {self._sizes[i]} "
-                        f"{self.dtype.name} tokens ({self._nbytes(i)} bytes)"
-                    )
-                )
-        return problems
 
     # ---- prefetch --------------------------------------------------------------------------
 
