@@ -124,14 +124,12 @@ class RangeShardList(StoreShardList):
         max_request_bytes: int = MAX_REQUEST_BYTES,
     ) -> None:
         super().__init__(dtype)
-        for name, value, low in (
-            ("prefetch_requests", prefetch_requests, 0),
-            ("buffer_bytes", buffer_bytes, 1),
-            ("merge_gap", merge_gap, 0),
-            ("max_request_bytes", max_request_bytes, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        self.check_counts(
+            prefetch_requests=(prefetch_requests, 0),
+            buffer_bytes=(buffer_bytes, 1),
+            merge_gap=(merge_gap, 0),
+            max_request_bytes=(max_request_bytes, 1),
+        )
         self.prefetch_requests = prefetch_requests
         self.buffer_bytes = buffer_bytes
         self.merge_gap = merge_gap

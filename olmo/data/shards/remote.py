@@ -110,6 +110,13 @@ class StoreShardList(ShardList):
         super().__init__(dtype)
         self._remote: dict[int, tuple[Location, Location, str]] = {}
 
+    @staticmethod
+    def check_counts(**settings: tuple[Any, int]) -> None:
+        """ValueError unless every ``name=(value, least)`` is an integer >= least."""
+        for name, (value, low) in settings.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
     def add_remote(self, shard: Location, index: Location, num_tokens: int, sha256: str) -> None:
         """A shard on a store, as its manifest lists it."""
         self._remote[len(self)] = (shard, index, sha256)
@@ -162,12 +169,7 @@ class RemoteShardList(StoreShardList):
         max_open: int = DEFAULT_MAX_OPEN,
     ) -> None:
         super().__init__(dtype)
-        for name, value, low in (
-            ("prefetch_shards", prefetch_shards, 0),
-            ("max_open", max_open, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        self.check_counts(prefetch_shards=(prefetch_shards, 0), max_open=(max_open, 1))
         self.cache = cache
         self.prefetch_shards = prefetch_shards
         self.max_open = max_open
