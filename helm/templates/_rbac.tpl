@@ -4,6 +4,10 @@ kube.py: get/patch-status/delete of OLMoJobs; list/create/delete of its children
 and from what kopf needs (watch + patch OLMoJobs for finalizers and handler state annotations,
 create Events). OLMoJobs are watched, and the operator's own Jobs and Pods (by label), so that a
 pod failure or a finished Job is acted on at once rather than at the next periodic reconcile.
+
+The node-pool features (operator.provisioning, operator.karpenter, operator.terminationNotices;
+README.md "Node pools") each add their own rules, and only when switched on: with the defaults
+the rules below are exactly those of an operator without the features.
 */}}
 
 {{/* Rules in each namespace whose OLMoJobs the operator runs. */}}
@@ -53,6 +57,19 @@ pod failure or a finished Job is acted on at once rather than at the next period
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, create, delete]
+{{- if .Values.operator.provisioning.enabled }}
+# operator.provisioning: capacity for the whole gang before each attempt. A ProvisioningRequest
+# per attempt and the PodTemplate it names (services/operator kube.py): listed with the job's
+# children at each reconcile (their status: Provisioned, Failed, CapacityRevoked, ...), created,
+# deleted when the attempt ends or the pool is given up; get: a name already taken is read to
+# see whose it is. Never patched (a ProvisioningRequest's spec is immutable) nor watched.
+- apiGroups: [autoscaling.x-k8s.io]
+  resources: [provisioningrequests]
+  verbs: [get, list, create, delete]
+- apiGroups: [""]
+  resources: [podtemplates]
+  verbs: [get, list, create, delete]
+{{- end }}
 {{- if .Values.networkPolicy.enabled }}
 # The NetworkPolicy around each OLMoJob's trainer pods (OLMO_OPERATOR_NETWORK_POLICY); get: a
 # name already taken is read to see whose it is.
@@ -78,6 +95,24 @@ pod failure or a finished Job is acted on at once rather than at the next period
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]
+{{- if .Values.operator.terminationNotices.enabled }}
+# operator.terminationNotices: Nodes are watched for the clouds' impending-termination taints
+# (GKE, AWS node-termination-handler, Azure scheduled events), so that the gang on a node about
+# to go is told to checkpoint at once.
+- apiGroups: [""]
+  resources: [nodes]
+  verbs: [list, watch]
+{{- end }}
+{{- if .Values.operator.karpenter.enabled }}
+# operator.karpenter: a Karpenter NodePool per job and managed pool (cluster-scoped, hence here
+# whatever the install mode): created before the job's first attempt on the pool, listed and
+# watched by label (orphans of a deleted OLMoJob are collected), deleted when the job ends, is
+# suspended or leaves the pool, so its nodes scale to zero; get, as for every child kind. Never
+# patched: a changed pool is a new NodePool.
+- apiGroups: [karpenter.sh]
+  resources: [nodepools]
+  verbs: [get, list, watch, create, delete]
+{{- end }}
 {{- if not .Values.operator.clusterWide }}
 # kopf lists and watches Namespaces when it serves named namespaces, so that one created after
 # the operator started is served too.

@@ -34,6 +34,8 @@ WATCH_MARKER = "olmo-operator-watch"  # the ConfigMap claiming a watched namespa
 KUBE_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 CLOUD_EXAMPLES = ("values-gke-spot.yaml", "values-aws-spot.yaml", "values-azure-spot.yaml")
 BUCKET_EXAMPLES = ("values-gke-buckets.yaml", "values-aws-buckets.yaml")
+# Operator-provisioned and operator-owned node pools: tests/deploy/test_chart_nodepools.py.
+NODEPOOL_EXAMPLES = ("values-eks-karpenter.yaml", "values-gke-queued-provisioning.yaml")
 # The images' user (USER 10001:10001), spelled once in the operator's contract.
 RESTRICTED_CONTAINER = {
     "runAsNonRoot": True,
@@ -844,15 +846,14 @@ def test_readme_documents_every_top_level_value_and_each_preset():
         assert f"`{key}" in readme, key
     for preset in operator_presets():
         assert f"| `{preset}` |" in readme
-    for name in (*CLOUD_EXAMPLES, *BUCKET_EXAMPLES):
+    for name in (*CLOUD_EXAMPLES, *BUCKET_EXAMPLES, *NODEPOOL_EXAMPLES):
         assert f"examples/{name}" in readme
 
 
 def test_examples_exist():
-    assert sorted(p.name for p in EXAMPLES.glob("*.yaml")) == sorted(
-        [*CLOUD_EXAMPLES, *BUCKET_EXAMPLES, "values-kind.yaml"]
-    )
-    assert all(isinstance(example(name), dict) for name in (*CLOUD_EXAMPLES, *BUCKET_EXAMPLES))
+    named = (*CLOUD_EXAMPLES, *BUCKET_EXAMPLES, *NODEPOOL_EXAMPLES)
+    assert sorted(p.name for p in EXAMPLES.glob("*.yaml")) == sorted([*named, "values-kind.yaml"])
+    assert all(isinstance(example(name), dict) for name in named)
 
 
 def test_chart_metadata():

@@ -227,31 +227,27 @@ def pod_failure_action(job: JSON, pod: JSON) -> tuple[str, str]:
     return "Count", ""
 
 
-class FakeJobController:
-    """The Job controller and the kubelet, reduced to what the operator observes.
+class BackgroundLoop:
+    """A test controller that calls ``tick()`` every ``interval`` seconds in a daemon thread
+    (``start``/``stop``); API errors it does not ``tolerate`` are kept in ``errors``."""
 
-    ``sync(job)`` makes one reconciliation pass: creates the missing pods of an (Indexed) Job
-    (``<job>-<index>-xxxxx`` with the template's labels, the completion-index label and
-    annotation, ``JOB_COMPLETION_INDEX``, hostname, owner reference), "runs" them (phase
-    Running on a Node made for them), and reflects pod phases into the Job's status: active,
-    ready, succeeded, failed, completedIndexes, and the Complete/Failed conditions following
-    ``backoffLimit`` and ``podFailurePolicy``. A failed Job's remaining pods are deleted, a
-    suspended Job's pods too. ``start()`` runs ``sync_all`` in a background thread.
-    """
+    interval = 0.1
+    name = "background-loop"
 
-    def __init__(self, k8s: K8s, interval: float = 0.1, run_pods: bool = True):
-        self.k8s = k8s
-        self.interval = interval
-        self.run_pods = run_pods
-        self.lock = threading.RLock()
+    def __init__(self) -> None:
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    # ---- background -------------------------------------------------------------------------
+    def tick(self) -> None:
+        raise NotImplementedError
 
-    def start(self) -> FakeJobController:
-        self._thread = threading.Thread(target=self._loop, name="fake-job-controller", daemon=True)
+    def tolerate(self, error: ApiException) -> bool:
+        """Errors of one round that are not test failures (the next round sees the new state)."""
+        return False
+
+    def start(self):  # -> Self
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
         self._thread.start()
         return self
 
@@ -263,11 +259,37 @@ class FakeJobController:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.sync_all()
-            except ApiException as e:  # e.g. the emulator is shutting down, or injected faults
+                self.tick()
+            except ApiException as e:
+                if not self.tolerate(e):
+                    self.errors.append(e)
+            except Exception as e:  # reported by the fixtures' teardown
                 self.errors.append(e)
-            except Exception as e:  # reported by the job_controller fixture's teardown
-                self.errors.append(e)
+
+
+class FakeJobController(BackgroundLoop):
+    """The Job controller and the kubelet, reduced to what the operator observes.
+
+    ``sync(job)`` makes one reconciliation pass: creates the missing pods of an (Indexed) Job
+    (``<job>-<index>-xxxxx`` with the template's labels, the completion-index label and
+    annotation, ``JOB_COMPLETION_INDEX``, hostname, owner reference), "runs" them (phase
+    Running on a Node made for them), and reflects pod phases into the Job's status: active,
+    ready, succeeded, failed, completedIndexes, and the Complete/Failed conditions following
+    ``backoffLimit`` and ``podFailurePolicy``. A failed Job's remaining pods are deleted, a
+    suspended Job's pods too. ``start()`` runs ``sync_all`` in a background thread.
+    """
+
+    name = "fake-job-controller"
+
+    def __init__(self, k8s: K8s, interval: float = 0.1, run_pods: bool = True):
+        super().__init__()
+        self.k8s = k8s
+        self.interval = interval
+        self.run_pods = run_pods
+        self.lock = threading.RLock()
+
+    def tick(self) -> None:  # errors: e.g. the emulator is shutting down, or injected faults
+        self.sync_all()
 
     # ---- reconciliation ---------------------------------------------------------------------
 
@@ -715,14 +737,21 @@ def job_controller(k8s: K8s) -> Iterator[FakeJobController]:
 def operator(olmojob_resource: JSON, monkeypatch: pytest.MonkeyPatch) -> Iterator[Operator]:
     """The real operator (``kopf run -m olmo_operator.handlers --standalone -n default``) with
     short timers, against the ``emulator``."""
-    for key, value in OPERATOR_ENV.items():
+    with running_operator(monkeypatch) as op:
+        yield op
+
+
+@contextlib.contextmanager
+def running_operator(monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[Operator]:
+    """The real operator with ``OPERATOR_ENV`` plus ``env``; after it stopped, no reconcile may
+    have failed (the daemon logs unexpected exceptions and carries on: bugs all the same)."""
+    for key, value in {**OPERATOR_ENV, **env}.items():
         monkeypatch.setenv(key, value)
     op = Operator(*(["--verbose"] if os.environ.get("OLMO_TEST_OPERATOR_VERBOSE") else [])).start()
     try:
         yield op
     finally:
         op.stop()
-    # The reconcile daemon logs unexpected exceptions and carries on: they are bugs all the same.
     assert "reconcile failed" not in op.output, op.output[-6000:]
 
 

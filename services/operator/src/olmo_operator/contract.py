@@ -218,3 +218,45 @@ ENV_POLICY = "OLMO_OPERATOR_POLICY"
 ENV_NETWORK_POLICY = "OLMO_OPERATOR_NETWORK_POLICY"
 """``true``: each OLMoJob gets a NetworkPolicy that admits its trainer pods' traffic only from
 the same job's trainer pods (``olmo_operator.resources.network_policy``)."""
+
+# --------------------------------------------------------------------------------------------
+# Node capacity: feature switches (set by the chart) and the external APIs' names
+
+ENV_FEATURE_PROVISIONING = "OLMO_FEATURE_PROVISIONING"
+"""``true``: pools may set ``provisioning`` (cluster-autoscaler ProvisioningRequests; chart value
+``operator.provisioning.enabled``)."""
+ENV_FEATURE_KARPENTER = "OLMO_FEATURE_KARPENTER"
+"""``true``: pools may be ``managed: karpenter`` (operator-owned Karpenter NodePools; chart value
+``operator.karpenter.enabled``)."""
+ENV_FEATURE_TERMINATION_NOTICES = "OLMO_FEATURE_TERMINATION_NOTICES"
+"""``true``: the operator watches Nodes for impending-termination signals and ends the attempt
+on them at once (chart value ``operator.terminationNotices.enabled``)."""
+CHART_PROVISIONING = "operator.provisioning.enabled"
+CHART_KARPENTER = "operator.karpenter.enabled"
+CHART_TERMINATION_NOTICES = "operator.terminationNotices.enabled"
+
+PROVISIONING_API_VERSION = "autoscaling.x-k8s.io/v1"
+PROVISIONING_GROUP, PROVISIONING_VERSION, PROVISIONING_PLURAL = (
+    "autoscaling.x-k8s.io",
+    "v1",
+    "provisioningrequests",
+)
+ANNOTATION_CONSUME_PROVISIONING = "autoscaling.x-k8s.io/consume-provisioning-request"
+"""On a pod: the ProvisioningRequest whose capacity it consumes (cluster-autoscaler, Kueue)."""
+ANNOTATION_PROVISIONING_CLASS = "autoscaling.x-k8s.io/provisioning-class-name"
+
+KARPENTER_API_VERSION = "karpenter.sh/v1"
+KARPENTER_GROUP, KARPENTER_VERSION, KARPENTER_PLURAL = "karpenter.sh", "v1", "nodepools"
+KARPENTER_NODEPOOL_LABEL = "karpenter.sh/nodepool"
+"""Karpenter labels every node with the NodePool that launched it."""
+KARPENTER_CAPACITY_TYPE = "karpenter.sh/capacity-type"
+KARPENTER_DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+LABEL_JOB_NAMESPACE = f"{GROUP}/job-namespace"
+"""On a cluster-scoped object (a NodePool): the owning OLMoJob's namespace."""
+LABEL_JOB_UID = f"{GROUP}/job-uid"
+"""On a cluster-scoped object: the owning OLMoJob's uid (it cannot have a namespaced owner)."""
+TAINT_JOB = f"{GROUP}/job"
+"""The NoSchedule taint of an operator-owned NodePool's nodes; its value names the OLMoJob and
+only that job's trainer pods tolerate it."""
+NODEPOOL = "nodepool"

@@ -107,6 +107,19 @@ def _status_schema() -> dict[str, Any]:
                 "time": time("When it ended."),
             },
         ),
+        "lastProvisioning": obj(
+            "The latest outcome of a ProvisioningRequest (a pool with provisioning).",
+            {
+                "pool": string("The node pool."),
+                "attempt": integer("The attempt that asked."),
+                "outcome": string(
+                    "Provisioned, or why the job moved on.",
+                    enum=["Provisioned", "Failed", "CapacityRevoked", "BookingExpired", "TimedOut"],
+                ),
+                "message": string("The request's condition message."),
+                "time": time("When it was seen."),
+            },
+        ),
         "step": integer("Latest training step reported by the trainer."),
         "tokens": integer("Tokens trained on so far."),
         "latestCheckpoint": checkpoint,

@@ -50,23 +50,81 @@ PREEMPTED_POD_REASONS = frozenset(
 """``pod.status.reason`` values set when the node or the scheduler took the pod away
 ("Terminated"/"NodeShutdown": graceful node shutdown)."""
 
+
+@dataclass(frozen=True)
+class TerminationSignal:
+    """A Node taint by which a cloud (or its handler) announces that the node is going away."""
+
+    key: str
+    provider: str
+    meaning: str
+    imminent: bool = True
+    """The node will be taken soon: the operator ends the attempt at once (with
+    ``OLMO_FEATURE_TERMINATION_NOTICES``) so that the trainer checkpoints within the notice.
+    A hint that is not imminent (an AWS rebalance recommendation) only classifies an attempt
+    that ended anyway."""
+
+
+TERMINATION_SIGNALS: tuple[TerminationSignal, ...] = (
+    TerminationSignal(
+        "cloud.google.com/impending-node-termination",
+        "GKE",
+        "spot/preemptible VM termination notice (graceful node shutdown, ~30 s)",
+    ),
+    TerminationSignal(
+        "aws-node-termination-handler/spot-itn",
+        "AWS",
+        "EC2 spot interruption notice (node-termination-handler, 2 min)",
+    ),
+    TerminationSignal(
+        "aws-node-termination-handler/asg-lifecycle-termination",
+        "AWS",
+        "Auto Scaling group terminating the instance (node-termination-handler)",
+    ),
+    TerminationSignal(
+        "aws-node-termination-handler/scheduled-maintenance",
+        "AWS",
+        "EC2 scheduled event: instance stop/retirement (node-termination-handler)",
+    ),
+    TerminationSignal(
+        "aws-node-termination-handler/rebalance-recommendation",
+        "AWS",
+        "EC2 rebalance recommendation: elevated spot interruption risk",
+        imminent=False,
+    ),
+    TerminationSignal(
+        "remediator.kubernetes.azure.com/unschedulable",
+        "Azure",
+        "AKS node auto-drain: a scheduled event (Preempt of a spot VM, Redeploy)",
+    ),
+    TerminationSignal(
+        "karpenter.sh/disrupted",
+        "Karpenter",
+        "Karpenter is draining the node (spot interruption, expiry, drift)",
+    ),
+    TerminationSignal(
+        "ToBeDeletedByClusterAutoscaler",
+        "cluster-autoscaler",
+        "the cluster autoscaler is removing the node",
+    ),
+)
+"""The one table of impending-termination signals on a Node, per cloud. Sources: GKE "graceful
+node shutdown" docs; aws-node-termination-handler's taint constants (pkg/node/node.go); AKS
+"node auto-drain" docs; Karpenter v1's ``karpenter.sh/disrupted:NoSchedule``; cluster-autoscaler's
+scale-down taint."""
+
 TERMINATION_TAINTS = frozenset(
     {
-        "cloud.google.com/impending-node-termination",  # GKE spot/preemptible notice
-        "aws-node-termination-handler/spot-itn",
-        "aws-node-termination-handler/asg-lifecycle-termination",
-        "aws-node-termination-handler/scheduled-maintenance",
-        "aws-node-termination-handler/rebalance-recommendation",
-        "ToBeDeletedByClusterAutoscaler",
-        "karpenter.sh/disrupted",
-        "karpenter.sh/disruption",
+        *(signal.key for signal in TERMINATION_SIGNALS),
+        "karpenter.sh/disruption",  # Karpenter before v1
         "node.kubernetes.io/out-of-service",
         "node.kubernetes.io/unreachable",
         "node.kubernetes.io/not-ready",
         "node.cloudprovider.kubernetes.io/shutdown",
     }
 )
-"""Node taints that announce the node is going away."""
+"""Node taints that announce the node is going away (or is gone): an attempt that ended on such
+a node ended by a preemption."""
 
 SPOT_NODE_LABELS = {
     "cloud.google.com/gke-spot": "true",
@@ -326,3 +384,34 @@ def _is_spot(node: Mapping[str, Any]) -> bool:
 def failed_pods(pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The pods that failed (phase Failed, or the trainer container exited non-zero)."""
     return [p for p in pods if _pod_failed(p)]
+
+
+def termination_signal(node: Mapping[str, Any] | None) -> TerminationSignal | None:
+    """The imminent termination signal ``node`` carries (:data:`TERMINATION_SIGNALS`), if any."""
+    by_key = {signal.key: signal for signal in TERMINATION_SIGNALS if signal.imminent}
+    for taint in ((node or {}).get("spec") or {}).get("taints") or []:
+        signal = by_key.get(taint.get("key"))
+        if signal is not None:
+            return signal
+    return None
+
+
+def termination_notice(
+    pods: Iterable[Mapping[str, Any]], notices: Mapping[str, Mapping[str, Any]]
+) -> Failure | None:
+    """A running attempt whose pod sits on a node in ``notices`` (nodes with an impending-
+    termination signal) ends now, as a preemption: the verdict, or None."""
+    for pod in sorted(pods, key=_name):
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        if not node_name or _pod_failed(pod):
+            continue
+        signal = termination_signal(notices.get(node_name))
+        if signal is not None:
+            return Failure(
+                Cause.PREEMPTION,
+                "TerminationNotice",
+                f"node {node_name} of pod {_name(pod)} announced its termination: taint "
+                f"{signal.key} ({signal.provider}: {signal.meaning})",
+                _name(pod),
+            )
+    return None

@@ -33,10 +33,12 @@ import kopf
 
 from olmo_operator import contract as c
 from olmo_operator import kube, metrics
-from olmo_operator.failures import failed_pods
+from olmo_operator.failures import failed_pods, termination_signal
+from olmo_operator.features import Features, feature_problems
 from olmo_operator.lifecycle import (
     Action,
     ActionKind,
+    ObjectRef,
     Observed,
     Timing,
     invalid_spec_action,
@@ -73,6 +75,9 @@ class _State:
         self.reconcile_seconds = 10.0
         self.policy = Policy()
         self.network_policy = False
+        self.features = Features()
+        # Nodes announcing their termination (OLMO_FEATURE_TERMINATION_NOTICES), by name.
+        self.notices: dict[str, dict[str, Any]] = {}
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
         self.last_warning: dict[tuple[str, str], str] = {}
@@ -90,6 +95,12 @@ class _State:
         with self._guard:
             event = self._wake.get((namespace, name))
         if event is not None:
+            event.set()
+
+    def wake_all(self) -> None:
+        with self._guard:
+            events = list(self._wake.values())
+        for event in events:
             event.set()
 
     def lock(self, namespace: str, name: str) -> threading.Lock:
@@ -118,6 +129,8 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     STATE.reconcile_seconds = reconcile_seconds()
     STATE.policy = Policy.from_env()
     STATE.network_policy = enabled_from_env(os.environ)
+    STATE.features = Features.from_env()
+    _register_feature_watches(STATE.features)
     settings.persistence.finalizer = f"{c.GROUP}/operator"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -133,10 +146,72 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
         STATE.timing.backoff_max_seconds,
     )
     logger.info(
-        "olmo-operator: policy %s; per-job NetworkPolicies %s",
+        "olmo-operator: policy %s; per-job NetworkPolicies %s; features: %s",
         STATE.policy,
         "on" if STATE.network_policy else "off",
+        STATE.features,
     )
+
+
+_REGISTERED: set[str] = set()
+
+
+def _register_feature_watches(features: Features) -> None:
+    """Watch Nodes (termination notices) and Karpenter NodePools (orphans) only when the chart
+    enabled those features: a cluster without them, or an operator without the permissions,
+    watches nothing more. Registered once per process (kopf's registry is global); the handlers
+    read ``STATE.features`` again, so a later operator run without the feature ignores them."""
+    if features.termination_notices and "nodes" not in _REGISTERED:
+        kopf.on.event("", "v1", "nodes", id="termination-notices")(on_node_event)
+        _REGISTERED.add("nodes")
+    if features.karpenter and "nodepools" not in _REGISTERED:
+        kopf.on.event(
+            c.KARPENTER_GROUP,
+            c.KARPENTER_VERSION,
+            c.KARPENTER_PLURAL,
+            labels={c.LABEL_COMPONENT: c.NODEPOOL},
+            id="nodepool-orphans",
+        )(on_node_pool_event)
+        _REGISTERED.add("nodepools")
+
+
+def on_node_event(body: Mapping[str, Any], type: str | None, **_: Any) -> None:
+    """A Node changed: remember it while it carries an impending-termination signal
+    (:data:`olmo_operator.failures.TERMINATION_SIGNALS`) and wake every OLMoJob's loop when a
+    new one appears (each checks whether its running pods sit on it)."""
+    if not STATE.features.termination_notices:
+        return
+    name = (body.get("metadata") or {}).get("name")
+    if not name:
+        return
+    if type != "DELETED" and termination_signal(body) is not None:
+        new = name not in STATE.notices
+        STATE.notices[name] = {"metadata": {"name": name}, "spec": dict(body.get("spec") or {})}
+        if new:
+            STATE.wake_all()
+    else:
+        STATE.notices.pop(name, None)
+
+
+def on_node_pool_event(body: Mapping[str, Any], type: str | None, **_: Any) -> None:
+    """Collect an orphaned NodePool: its OLMoJob (namespace, name, uid in its labels) is gone
+    (e.g. deleted while the operator was down)."""
+    api = STATE.api
+    if type == "DELETED" or api is None or not STATE.features.karpenter:
+        return
+    meta = body.get("metadata") or {}
+    node_pool_labels = meta.get("labels") or {}
+    namespace = node_pool_labels.get(c.LABEL_JOB_NAMESPACE)
+    job = node_pool_labels.get(c.LABEL_JOB)
+    if not namespace or not job or meta.get("deletionTimestamp"):
+        return
+    owner = api.get_olmojob(namespace, job)
+    uid = node_pool_labels.get(c.LABEL_JOB_UID)
+    if owner is None or (uid and (owner.get("metadata") or {}).get("uid") != uid):
+        log.info(
+            "NodePool %s: OLMoJob %s/%s is gone; deleting it", meta.get("name"), namespace, job
+        )
+        api.delete(namespace, ObjectRef(c.KARPENTER_API_VERSION, "NodePool", meta["name"]))
 
 
 @kopf.on.create(c.GROUP, c.VERSION, c.PLURAL)
@@ -184,6 +259,20 @@ async def on_child_event(labels: Mapping[str, str], namespace: str, **_: Any) ->
 def on_delete(name: str, namespace: str, **_: Any) -> None:
     metrics.PHASES.forget(namespace, name)
     STATE.forget(namespace, name)
+
+
+@kopf.on.event(c.GROUP, c.VERSION, c.PLURAL, id="olmojob-gone")
+def on_olmojob_event(
+    type: str | None, name: str, namespace: str, uid: str | None, **_: Any
+) -> None:
+    """An OLMoJob is gone: its Karpenter NodePools (cluster-scoped, so not garbage-collected
+    with it) go too. Its namespaced children are owned by it and collected by the API server."""
+    if type != "DELETED" or not STATE.features.karpenter or STATE.api is None:
+        return
+    for pool in STATE.api.list_node_pools(namespace, name, uid):
+        STATE.api.delete(
+            namespace, ObjectRef(c.KARPENTER_API_VERSION, "NodePool", pool["metadata"]["name"])
+        )
 
 
 @kopf.on.probe(id="olmojobs")
@@ -241,15 +330,24 @@ def _reconcile_once(
             return None
         status = obj.get("status") or {}
         uid = (obj.get("metadata") or {}).get("uid")
-        children = api.list_children(namespace, name, owner_uid=uid)
+        features = STATE.features
+        children = api.list_children(
+            namespace, name, owner_uid=uid, provisioning=features.provisioning
+        )
+        if features.karpenter:
+            children["node_pools"] = api.list_node_pools(namespace, name, uid)
         now = dt.datetime.now(dt.UTC)
         try:
             job = parse_job(obj)
+            problems = feature_problems(job.spec, features)
+            if problems:
+                raise SpecError("; ".join(problems))
         except SpecError as e:
             action = invalid_spec_action(status, e, Observed(now=now, **_tuples(children)))
         else:
             nodes = _nodes_of_ended_attempt(api, name, status, children)
-            observed = Observed(now=now, nodes=nodes, **_tuples(children))
+            notices = _notices(status, children) if features.termination_notices else {}
+            observed = Observed(now=now, nodes=nodes, notices=notices, **_tuples(children))
             action = enforce(job, status, STATE.policy, observed) or next_action(
                 job, status, observed, STATE.timing
             )
@@ -274,6 +372,23 @@ def _reconcile_once(
 
 def _tuples(children: Mapping[str, list[dict[str, Any]]]) -> dict[str, tuple[dict[str, Any], ...]]:
     return {key: tuple(items) for key, items in children.items()}
+
+
+def _notices(
+    status: Mapping[str, Any], children: Mapping[str, list[dict[str, Any]]]
+) -> dict[str, dict[str, Any]]:
+    """The nodes with a termination notice (``STATE.notices``) that run a pod of the current
+    attempt."""
+    attempt = str(status.get("attempt") or "")
+    out = {}
+    for pod in children.get("pods", []):
+        pod_labels = pod["metadata"].get("labels") or {}
+        if pod_labels.get(c.LABEL_ATTEMPT) != attempt:
+            continue
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node and node in STATE.notices:
+            out[node] = STATE.notices[node]
+    return out
 
 
 def _nodes_of_ended_attempt(

@@ -191,7 +191,12 @@ class Kube:
     # children --------------------------------------------------------------------------------
 
     def list_children(
-        self, namespace: str, job: str, owner_uid: str | None = None
+        self,
+        namespace: str,
+        job: str,
+        owner_uid: str | None = None,
+        *,
+        provisioning: bool = False,
     ) -> dict[str, list[dict[str, Any]]]:
         """Jobs, pods, Services, Deployments and ConfigMaps labelled for ``job`` (and, given
         the OLMoJob's ``owner_uid``, owned by it: :func:`olmo_operator.ownership.own_children`).
@@ -207,6 +212,13 @@ class Kube:
             "deployments": (self.apps.list_namespaced_deployment, "apps/v1", "Deployment"),
             "config_maps": (self.core.list_namespaced_config_map, "v1", "ConfigMap"),
         }
+        if provisioning:  # with OLMO_FEATURE_PROVISIONING (the chart grants these)
+            calls["provisioning_requests"] = (
+                self._list_provisioning_requests,
+                c.PROVISIONING_API_VERSION,
+                "ProvisioningRequest",
+            )
+            calls["pod_templates"] = (self.core.list_namespaced_pod_template, "v1", "PodTemplate")
         out: dict[str, list[dict[str, Any]]] = {}
         for key, (fn, api_version, kind) in calls.items():
             what = f"list {key} in {namespace}"
@@ -221,6 +233,47 @@ class Kube:
                 and (item.get("metadata") or {}).get("namespace", namespace) == namespace
             ]
         return own_children(out, owner_uid)  # type: ignore[return-value]
+
+    def _list_provisioning_requests(self, namespace: str, **kwargs: Any) -> Any:
+        return self.custom.list_namespaced_custom_object(
+            c.PROVISIONING_GROUP, c.PROVISIONING_VERSION, namespace, c.PROVISIONING_PLURAL, **kwargs
+        )
+
+    def list_node_pools(
+        self, namespace: str | None = None, job: str | None = None, uid: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The Karpenter NodePools this operator made (for the OLMoJob ``namespace``/``job``,
+        and with ``uid`` only that incarnation's; all of them without)."""
+        selector = f"{c.LABEL_COMPONENT}={c.NODEPOOL}"
+        if job is not None:
+            selector += f",{c.LABEL_JOB}={job}"
+        what = "list NodePools"
+        try:
+            items = _json(
+                _call(
+                    what,
+                    self.custom.list_cluster_custom_object,
+                    c.KARPENTER_GROUP,
+                    c.KARPENTER_VERSION,
+                    c.KARPENTER_PLURAL,
+                    label_selector=selector,
+                )
+            ).get("items")
+        except ApiException as e:
+            raise _refused(what, e) from None
+        out = []
+        for item in items or []:
+            item_labels = (item.get("metadata") or {}).get("labels") or {}
+            if item_labels.get(c.LABEL_COMPONENT) != c.NODEPOOL:
+                continue
+            if job is not None and item_labels.get(c.LABEL_JOB) != job:
+                continue
+            if namespace is not None and item_labels.get(c.LABEL_JOB_NAMESPACE) != namespace:
+                continue
+            if uid is not None and item_labels.get(c.LABEL_JOB_UID) not in (uid, None):
+                continue
+            out.append({**item, "apiVersion": c.KARPENTER_API_VERSION, "kind": "NodePool"})
+        return out
 
     def read_node(self, name: str) -> dict[str, Any] | Unknown | None:
         """The Node, None when it does not exist, UNKNOWN when it cannot be read."""
@@ -248,6 +301,9 @@ class Kube:
             "Role": self.rbac.create_namespaced_role,
             "RoleBinding": self.rbac.create_namespaced_role_binding,
             "NetworkPolicy": self.networking.create_namespaced_network_policy,
+            "PodTemplate": self.core.create_namespaced_pod_template,
+            "ProvisioningRequest": self._create_provisioning_request,
+            "NodePool": self._create_node_pool,
         }
         what = f"create {kind} {namespace}/{name}"
         for replaced in (False, True):
@@ -263,6 +319,22 @@ class Kube:
             if replaced or not self._reclaim(namespace, obj):
                 return False
         return False
+
+    def _create_provisioning_request(self, namespace: str, body: Any, **kwargs: Any) -> Any:
+        return self.custom.create_namespaced_custom_object(
+            c.PROVISIONING_GROUP,
+            c.PROVISIONING_VERSION,
+            namespace,
+            c.PROVISIONING_PLURAL,
+            body,
+            **kwargs,
+        )
+
+    def _create_node_pool(self, namespace: str, body: Any, **kwargs: Any) -> Any:
+        """A cluster-scoped NodePool (``namespace`` is not used)."""
+        return self.custom.create_cluster_custom_object(
+            c.KARPENTER_GROUP, c.KARPENTER_VERSION, c.KARPENTER_PLURAL, body, **kwargs
+        )
 
     def _reclaim(self, namespace: str, obj: Mapping[str, Any]) -> bool:
         """``obj``'s name is taken: True when the name was freed (a stale object deleted, or
@@ -308,6 +380,15 @@ class Kube:
             "RoleBinding": self.rbac.read_namespaced_role_binding,
             "NetworkPolicy": self.networking.read_namespaced_network_policy,
             "Pod": self.core.read_namespaced_pod,
+            "PodTemplate": self.core.read_namespaced_pod_template,
+            "ProvisioningRequest": lambda name, ns, **kw: self.custom.get_namespaced_custom_object(
+                c.PROVISIONING_GROUP,
+                c.PROVISIONING_VERSION,
+                ns,
+                c.PROVISIONING_PLURAL,
+                name,
+                **kw,
+            ),
         }
         what = f"get {kind} {namespace}/{name}"
         try:
@@ -333,6 +414,24 @@ class Kube:
             "Role": (self.rbac.delete_namespaced_role, {}),
             "RoleBinding": (self.rbac.delete_namespaced_role_binding, {}),
             "NetworkPolicy": (self.networking.delete_namespaced_network_policy, {}),
+            "PodTemplate": (self.core.delete_namespaced_pod_template, {}),
+            "ProvisioningRequest": (
+                lambda name, ns, **kw: self.custom.delete_namespaced_custom_object(
+                    c.PROVISIONING_GROUP,
+                    c.PROVISIONING_VERSION,
+                    ns,
+                    c.PROVISIONING_PLURAL,
+                    name,
+                    **kw,
+                ),
+                {},
+            ),
+            "NodePool": (  # cluster-scoped: the namespace is not used
+                lambda name, _ns, **kw: self.custom.delete_cluster_custom_object(
+                    c.KARPENTER_GROUP, c.KARPENTER_VERSION, c.KARPENTER_PLURAL, name, **kw
+                ),
+                {},
+            ),
         }
         fn, kwargs = deleters[ref.kind]
         what = f"delete {ref.kind} {namespace}/{ref.name}"

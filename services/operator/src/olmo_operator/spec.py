@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from olmo_operator import contract as c
 from olmo_operator import openapi
+from olmo_operator.pool_spec import NodePool, pool_problems
 from olmo_operator.storage_spec import OBJECT_URI, Storage
 from olmo_operator.typed_schema import Pattern, SpecError, parse, prop
 from olmo_operator.typed_schema import spec_type as spec_type
@@ -144,29 +145,6 @@ class Dataset:
         "prepare",
         "Run the data-prep pipeline (an Indexed Job) into the dataset (volume or uri) before "
         "training.",
-    )
-
-
-@spec_type
-class NodePool:
-    """A node pool the trainer may run on. Pools are tried in order."""
-
-    name: str = prop(
-        "name", "Pool name (shown in status.nodePool).", required=True, min_length=1, max_length=63
-    )
-    node_selector: dict[str, str] = prop("nodeSelector", "Node labels the trainer pods require.")
-    tolerations: tuple[dict[str, Any], ...] = _tolerations("Tolerations for the pool's taints.")
-    preemptible: bool = prop(
-        "preemptible",
-        "Spot/preemptible capacity: after maxPreemptions preemptions here the job moves to the "
-        "next pool.",
-        default=False,
-    )
-    max_preemptions: int = prop(
-        "maxPreemptions",
-        "Preemptions on this (preemptible) pool before falling back to the next pool.",
-        minimum=1,
-        default=3,
     )
 
 
@@ -474,6 +452,9 @@ def parse_spec(raw: Mapping[str, Any], *, job_name: str) -> JobSpec:
             f"spec.dataset.uri name the folder in the uri itself ({spec.dataset.uri}/"
             f"{spec.dataset.path})"
         )
+    problems = pool_problems(spec.node_pools, queued=spec.queue_name is not None)
+    if problems:
+        raise SpecError("; ".join(problems))
     if spec.dataset.claim_name is not None and spec.dataset.path is None:
         dataset = dataclasses.replace(spec.dataset, path=DATASET_PATH_DEFAULT)
         spec = dataclasses.replace(spec, dataset=dataset)

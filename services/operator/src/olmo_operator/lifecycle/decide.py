@@ -20,6 +20,7 @@ from typing import Any
 from olmo_operator import contract as c
 from olmo_operator.lifecycle.action import Action, ActionKind, ObjectRef
 from olmo_operator.lifecycle.after_finish import after_finish
+from olmo_operator.lifecycle.capacity import keep_node_pools
 from olmo_operator.lifecycle.data_prep import needs_data, prepare_data
 from olmo_operator.lifecycle.observed import Observed, deleting, labels_of, pod_done, ref, with_kind
 from olmo_operator.lifecycle.plan import Plan, now_iso
@@ -45,6 +46,7 @@ def next_action(
     if job.generation is not None:
         plan.set(observedGeneration=job.generation)
     _decide(plan)
+    keep_node_pools(plan)
     return plan.finish()
 
 
@@ -66,6 +68,16 @@ def fail_for_good_action(
         *with_kind(observed.services, "v1", "Service"),
         *with_kind(observed.deployments, "apps/v1", "Deployment"),
     ]
+    # Capacity the job holds or asked for goes too (requests, templates, Karpenter NodePools).
+    for obj in [
+        *with_kind(
+            observed.provisioning_requests, c.PROVISIONING_API_VERSION, "ProvisioningRequest"
+        ),
+        *with_kind(observed.pod_templates, "v1", "PodTemplate"),
+        *with_kind(observed.node_pools, c.KARPENTER_API_VERSION, "NodePool"),
+    ]:
+        if not deleting(obj):
+            deletes.append(ref(obj))
     for obj in objs:
         component = labels_of(obj).get(c.LABEL_COMPONENT)
         active = not deleting(obj) and not (obj["kind"] == "Pod" and pod_done(obj))

@@ -220,4 +220,5 @@ def fail(plan: Plan, message: str, *, reason: str = "Failed") -> None:
     plan.condition("Failed", True, reason, message)
     if plan.kids.eval is not None:
         plan.remove([plan.kids.eval])
+    plan.remove(plan.kids.capacity_objects())
     plan.kind = ActionKind.FAIL

@@ -31,6 +31,14 @@ class Observed:
     deployments: tuple[Mapping[str, Any], ...] = ()
     config_maps: tuple[Mapping[str, Any], ...] = ()
     nodes: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    provisioning_requests: tuple[Mapping[str, Any], ...] = ()
+    """The job's ProvisioningRequests (listed with ``OLMO_FEATURE_PROVISIONING``)."""
+    pod_templates: tuple[Mapping[str, Any], ...] = ()
+    node_pools: tuple[Mapping[str, Any], ...] = ()
+    """The job's Karpenter NodePools (cluster-scoped; listed with ``OLMO_FEATURE_KARPENTER``)."""
+    notices: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Nodes of the current attempt's running pods that carry an impending-termination signal
+    (seen with ``OLMO_FEATURE_TERMINATION_NOTICES``), by name."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,6 +146,9 @@ class Children:
     eval: Mapping[str, Any] | None
     progress: Mapping[str, Any] | None = None
     """The ``<job>-progress`` ConfigMap the pods report into (no attempt: restarts keep it)."""
+    provisioning_requests: list[Mapping[str, Any]] = field(default_factory=list)
+    pod_templates: list[Mapping[str, Any]] = field(default_factory=list)
+    node_pools: list[Mapping[str, Any]] = field(default_factory=list)
 
     @classmethod
     def of(cls, name: str, observed: Observed) -> Children:
@@ -170,6 +181,18 @@ class Children:
             rotation_pods=mine(pods, c.ROTATION),
             eval=named(mine(deployments, c.EVALWORKER), eval_name(name)),
             progress=named(mine(config_maps, c.TRAINER), progress_config_map_name(name)),
+            provisioning_requests=mine(
+                with_kind(
+                    observed.provisioning_requests,
+                    c.PROVISIONING_API_VERSION,
+                    "ProvisioningRequest",
+                ),
+                c.TRAINER,
+            ),
+            pod_templates=mine(with_kind(observed.pod_templates, "v1", "PodTemplate"), c.TRAINER),
+            node_pools=mine(
+                with_kind(observed.node_pools, c.KARPENTER_API_VERSION, "NodePool"), c.NODEPOOL
+            ),
         )
 
     def trainer_job(self, attempt: int) -> Mapping[str, Any] | None:
@@ -182,8 +205,22 @@ class Children:
     def attempt_services(self, attempt: int) -> list[Mapping[str, Any]]:
         return [s for s in self.services if attempt_of(s) == attempt]
 
+    def provisioning_request(self, attempt: int) -> Mapping[str, Any] | None:
+        return next((r for r in self.provisioning_requests if attempt_of(r) == attempt), None)
+
+    def capacity_objects(self, attempt: int | None = None) -> list[Mapping[str, Any]]:
+        """ProvisioningRequests and PodTemplates (of ``attempt``; None: all)."""
+        objs = [*self.provisioning_requests, *self.pod_templates]
+        return [o for o in objs if attempt is None or attempt_of(o) == attempt]
+
     def _attempt_objects(self) -> list[Mapping[str, Any]]:
-        return [*self.trainer_jobs, *self.services, *self.config_maps, *self.trainer_pods]
+        return [
+            *self.trainer_jobs,
+            *self.services,
+            *self.config_maps,
+            *self.trainer_pods,
+            *self.capacity_objects(),
+        ]
 
     def of_attempt(self, attempt: int) -> list[Mapping[str, Any]]:
         return [o for o in self._attempt_objects() if attempt_of(o) == attempt]

@@ -4,7 +4,9 @@ The attempt's Job decides: suspended means Kueue has not admitted it (or took it
 nothing counts (phase Pending); complete, or every index succeeded, ends the run (phase
 Succeeded); failed, or any pod failed, goes to the failure policy; pods stuck before starting
 (image pulls, container config, scheduling) fail it after ``startupTimeoutSeconds``
-(:mod:`.stalled`). While it runs, the eval worker is kept present.
+(:mod:`.stalled`); a node announcing its termination ends it at once, and on a pool provisioned
+per attempt the Job waits for capacity (:mod:`.capacity`). While it runs, the eval worker is
+kept present.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from olmo_operator import contract as c
 from olmo_operator.failures import failed_pods
 from olmo_operator.lifecycle.action import ActionKind
+from olmo_operator.lifecycle.capacity import await_capacity, check_notices
 from olmo_operator.lifecycle.failure_policy import end_attempt
 from olmo_operator.lifecycle.observed import deleting, job_failed, job_succeeded, job_suspended
 from olmo_operator.lifecycle.plan import Plan, now_iso
@@ -24,7 +27,8 @@ def watch_attempt(plan: Plan, attempt: int) -> None:
     """Phases Pending and Running: follow attempt ``attempt``'s Job (re-created if missing)."""
     current = plan.kids.trainer_job(attempt)
     if current is None:
-        start(plan, attempt, counted=False)
+        if not await_capacity(plan, attempt):
+            start(plan, attempt, counted=False)
         return
     if deleting(current):
         plan.message = f"attempt {attempt}'s Job is being deleted"
@@ -40,6 +44,8 @@ def watch_attempt(plan: Plan, attempt: int) -> None:
         return
     if job_failed(current) or failed_pods(pods):
         end_attempt(plan, attempt, current, pods)
+        return
+    if check_notices(plan, attempt, current, pods):
         return
     if check_startup(plan, attempt, current, pods):
         return
@@ -61,4 +67,5 @@ def succeed(plan: Plan, attempt: int) -> None:
     plan.condition("Running", False, "Completed", f"attempt {attempt}")
     plan.condition("Complete", True, "TrainerCompleted", f"attempt {attempt}")
     plan.remove(plan.kids.attempt_services(attempt))
+    plan.remove(plan.kids.capacity_objects())
     plan.kind = ActionKind.SUCCEED

@@ -11,7 +11,8 @@ starts, and an older trainer checks that marker before every checkpoint save and
 stops without writing (``olmo.checkpoints.fence``, exit code 3). Starting creates everything
 the attempt needs on the current node pool (names are per attempt, so nothing waits for the old
 objects' deletion). A missing Job of the current attempt is re-created the same way, without
-counting a new attempt.
+counting a new attempt. On a pool provisioned per attempt the Job waits for the attempt's
+ProvisioningRequest (:mod:`.capacity`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,15 @@ import datetime as dt
 
 from olmo_operator import contract as c
 from olmo_operator.lifecycle.action import ActionKind
+from olmo_operator.lifecycle.capacity import provisioned
 from olmo_operator.lifecycle.observed import attempt_of, name_of, pod_done
 from olmo_operator.lifecycle.plan import Plan, now_iso, parse_time
-from olmo_operator.resources import AttemptState, desired_objects
+from olmo_operator.resources import (
+    AttemptState,
+    attempt_capacity,
+    desired_objects,
+    provisioning_request_name,
+)
 
 
 def start(plan: Plan, attempt: int, *, counted: bool) -> None:
@@ -34,10 +41,29 @@ def start(plan: Plan, attempt: int, *, counted: bool) -> None:
         pool = spec.node_pools[pool_index]
         plan.set(nodePoolIndex=pool_index, nodePool=pool.name)
     state = AttemptState(attempt=attempt, node_pool_index=pool_index)
-    plan.create.extend(desired_objects(job, state))
+    pool = spec.node_pool(pool_index)
+    # A pool provisioned per attempt: the Job only once the attempt's request is Provisioned.
+    waiting = (
+        pool is not None
+        and pool.provisioning is not None
+        and not provisioned(plan.kids.provisioning_request(attempt))
+    )
+    if waiting:
+        plan.create.extend(desired_objects(job, state, trainer=False))
+        plan.create.extend(attempt_capacity(job, state))
+    else:
+        plan.create.extend(desired_objects(job, state))
     plan.remove(plan.kids.not_of_attempt(attempt))
     where = f" on node pool {spec.node_pools[pool_index].name}" if spec.node_pools else ""
-    if spec.queue_name:
+    if waiting:
+        assert pool is not None and pool.provisioning is not None
+        plan.to_phase(
+            c.PENDING,
+            f"attempt {attempt}{where}: asking for capacity for {spec.nodes} node(s) "
+            f"(ProvisioningRequest {provisioning_request_name(job.name, attempt)}, class "
+            f"{pool.provisioning.class_name})",
+        )
+    elif spec.queue_name:
         plan.to_phase(
             c.PENDING,
             f"attempt {attempt}{where} queued in Kueue queue {spec.queue_name}",

@@ -9,10 +9,20 @@ final rotation Job (:mod:`.rotation`). Every pod comes from one template (:mod:`
 (:mod:`.names`) are deterministic, so creating them again after an operator restart is a
 harmless 409; labels and ownership are in :mod:`.metadata`, the containers' shell entrypoints
 in :mod:`.entrypoints`. With ``OLMO_OPERATOR_NETWORK_POLICY`` the trainer pods also get a
-NetworkPolicy admitting only the same job's trainer pods (:mod:`.network_policy`). This module re-exports what the rest of the operator and the tests use.
+NetworkPolicy admitting only the same job's trainer pods (:mod:`.network_policy`). Pools that are provisioned per attempt or owned by the operator
+add a PodTemplate and ProvisioningRequest per attempt, or a Karpenter NodePool (:mod:`.capacity`).
+This module re-exports what the rest of the operator and the tests use.
 """
 
-from olmo_operator.resources.attempt import desired_objects
+from olmo_operator.resources.attempt import attempt_capacity, desired_objects
+from olmo_operator.resources.capacity import (
+    capacity_objects,
+    job_key,
+    karpenter_node_pool,
+    node_pool_name,
+    pod_capacity,
+    provisioning_request_name,
+)
 from olmo_operator.resources.dataprep import dataprep_job
 from olmo_operator.resources.entrypoints import PREEMPTION_AWARE_ENTRYPOINT, ROTATION_ENTRYPOINT
 from olmo_operator.resources.eval_worker import EVAL_PORT, eval_deployment
@@ -72,7 +82,9 @@ __all__ = [
     "TMP_SIZE_LIMIT",
     "TMP_VOLUME",
     "AttemptState",
+    "attempt_capacity",
     "attempt_name",
+    "capacity_objects",
     "config_map",
     "config_map_name",
     "dataprep_job",
@@ -81,15 +93,20 @@ __all__ = [
     "eval_deployment",
     "eval_name",
     "headless_service",
+    "job_key",
+    "karpenter_node_pool",
     "labels",
     "master_address",
     "network_policy",
     "network_policy_name",
+    "node_pool_name",
     "owner_references",
+    "pod_capacity",
     "progress_account_name",
     "progress_config_map",
     "progress_config_map_name",
     "progress_rbac",
+    "provisioning_request_name",
     "quantities",
     "rotation_job",
     "rotation_name",

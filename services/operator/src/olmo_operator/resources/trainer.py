@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from olmo_operator import contract as c
+from olmo_operator.resources.capacity import pod_capacity
 from olmo_operator.resources.entrypoints import PREEMPTION_AWARE_ENTRYPOINT
 from olmo_operator.resources.metadata import metadata, selector
 from olmo_operator.resources.names import (
@@ -261,6 +262,9 @@ def trainer_job(job: OLMoJob, state: AttemptState) -> dict[str, Any]:
         resources=resources or None,
     )
     annotations = {c.ANNOTATION_NODE_POOL: pool.name} if pool is not None else {}
+    # Provisioned or operator-owned pools: what binds the pods to their capacity (nothing on a
+    # pre-existing pool, whose objects stay as they were).
+    pod_annotations, extra_selector, extra_tolerations = pod_capacity(job, pool, attempt)
     template = pod_template(
         job,
         c.TRAINER,
@@ -272,10 +276,10 @@ def trainer_job(job: OLMoJob, state: AttemptState) -> dict[str, Any]:
         grace_seconds=spec.termination_grace_period_seconds,
         placement=Placement(
             spec.priority_class_name,
-            pool.node_selector if pool is not None else {},
-            pool.tolerations if pool is not None else (),
+            {**(pool.node_selector if pool is not None else {}), **extra_selector},
+            [*(pool.tolerations if pool is not None else ()), *extra_tolerations],
         ),
-        annotations=annotations,
+        annotations={**annotations, **pod_annotations},
     )
     return indexed_job(
         job,
