@@ -202,6 +202,18 @@ def test_a_key_file_needs_its_secret():
     assert "storage.googleCredentialsKey names a key of storage.secretName" in str(error.value)
 
 
+def test_data_prep_into_a_bucket_runs_one_worker():
+    values = {
+        "storage": {"data": {"uri": "s3://olmo-data/tokens"}},
+        "dataset": {"prepare": {"enabled": True, "pipeline": "sources: []\n", "workers": 4}},
+    }
+    with pytest.raises(helm_python.HelmRenderError) as error:
+        render(values)
+    assert "dataset.prepare.workers is 4: with storage.data.uri data-prep runs one worker" in str(
+        error.value
+    )
+
+
 def test_examples_are_documented():
     readme = (CHART / "README.md").read_text()
     for name in BUCKET_EXAMPLES:

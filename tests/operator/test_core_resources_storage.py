@@ -31,7 +31,7 @@ from tests.operator.olmojobs import by_kind, container_of, env_of, olmojob, sets
 
 BUCKET_RUNS = "s3://ml-bucket/runs"
 BUCKET_TOKENS = "s3://ml-bucket/tokens/dolma"
-PREPARE = {"pipelineConfigMap": {"name": "p"}, "workers": 2}
+PREPARE = {"pipelineConfigMap": {"name": "p"}, "workers": 1}
 
 
 def bucket_job(name: str = "run", **spec: Any) -> dict[str, Any]:
@@ -120,6 +120,11 @@ def test_uris_replace_the_claims_and_name_the_run_directory():
             {"uri": BUCKET_TOKENS, "path": "v2"},
             f"spec.dataset.path is a folder inside the dataset volume (claimName); with "
             f"spec.dataset.uri name the folder in the uri itself ({BUCKET_TOKENS}/v2)",
+        ),
+        (
+            "dataset",
+            {"uri": BUCKET_TOKENS, "prepare": {"pipelineConfigMap": {"name": "p"}, "workers": 2}},
+            "spec.dataset.prepare.workers is 2: with spec.dataset.uri data-prep runs one worker",
         ),
     ],
 )

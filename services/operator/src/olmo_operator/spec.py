@@ -452,6 +452,15 @@ def parse_spec(raw: Mapping[str, Any], *, job_name: str) -> JobSpec:
             f"spec.dataset.uri name the folder in the uri itself ({spec.dataset.uri}/"
             f"{spec.dataset.path})"
         )
+    # Data-prep workers meet in a shared work folder (olmo_dataprep.pipeline.publish); pods
+    # writing to a bucket each have their own, so a second worker would wait forever.
+    prepare = spec.dataset.prepare
+    if spec.dataset.uri is not None and prepare is not None and prepare.workers > 1:
+        raise SpecError(
+            f"spec.dataset.prepare.workers is {prepare.workers}: with spec.dataset.uri data-prep "
+            "runs one worker (its workers share a work folder, which pods writing to a bucket do "
+            "not have); use workers: 1, or prepare into a claim and copy the output"
+        )
     problems = pool_problems(spec.node_pools, queued=spec.queue_name is not None)
     if problems:
         raise SpecError("; ".join(problems))
