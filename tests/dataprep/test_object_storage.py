@@ -167,3 +167,15 @@ def test_publisher_keeps_the_store_layout(tmp_path, s3_bucket):
     assert str(publisher.remote_path(layout.summary)) == f"{s3_bucket}/ds/summary.json"
     assert publisher.remote_manifest() is None
     assert staging_dir(f"{s3_bucket}/ds/x").parts[-4:] == ("s3", s3_bucket[5:], "ds", "x")
+
+
+def test_workers_with_separate_staging_folders_fail_with_a_hint(tmp_path, s3_bucket, monkeypatch):
+    """Workers writing to a bucket meet in their staging folder: a worker whose folder nobody
+    else writes to gives up at the barrier and says what to share (not a bare timeout)."""
+    pipeline, _ = mixed_corpus(tmp_path)
+    config = load_pipeline_config(pipeline).model_copy(
+        update={"output": f"{s3_bucket}/datasets/mixed", "barrier_timeout_s": 1}
+    )
+    monkeypatch.setenv(ENV_STAGING_DIR, str(tmp_path / "own-staging"))
+    with pytest.raises(PipelineError, match=r"every worker needs the same one \(OLMO_STAGING_DIR"):
+        run_pipeline(config, worker_index=1, num_workers=2, quiet=True)

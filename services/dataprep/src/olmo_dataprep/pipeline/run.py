@@ -47,7 +47,9 @@ class RunResult:
     """The output on an object store (``out`` is then the local staging folder)."""
 
 
-def _wait_for(paths: Sequence[Path], what: str, timeout_s: float, quiet: bool) -> None:
+def _wait_for(
+    paths: Sequence[Path], what: str, timeout_s: float, quiet: bool, hint: str = ""
+) -> None:
     """The barrier between phases: wait until every path exists."""
     missing = [p for p in paths if not p.exists()]
     if not missing:
@@ -61,6 +63,7 @@ def _wait_for(paths: Sequence[Path], what: str, timeout_s: float, quiet: bool) -
             raise PipelineError(
                 f"gave up after {timeout_s:.0f}s waiting for {len(missing)} {what} "
                 f"(first: {missing[0]}); are all workers running (parallelism == completions)?"
+                + hint
             )
         time.sleep(delay)
         delay = min(delay * 2, 2.0)
@@ -143,6 +146,12 @@ def run_pipeline(
         return result
     timer = StageTimer()
     timeout = config.barrier_timeout_s
+    hint = (
+        f" With an object-store output the workers meet in the local staging folder "
+        f"({layout.out}): every worker needs the same one (OLMO_STAGING_DIR on a shared volume)"
+        if remote and num_workers > 1
+        else ""
+    )
     started = time.perf_counter()
 
     # 1. map
@@ -150,7 +159,7 @@ def run_pipeline(
     result.skipped_files = len(mine) - len(todo)
     with progress_bar(None, f"map [worker {worker_index}]", "doc", quiet) as bar:
         run_map_phase(layout, config, todo, timer, bar, quiet)
-    _wait_for([layout.map_table(f) for f in files], "mapped files", timeout, quiet)
+    _wait_for([layout.map_table(f) for f in files], "mapped files", timeout, quiet, hint)
 
     # 2. dedup, tokenizer (decisions kept for this worker's files, all when training on them)
     settles = worker_index == 0 and not layout.tokenizer.exists()
@@ -164,12 +173,12 @@ def run_pipeline(
             keep,
             worker_index=worker_index,
             num_workers=num_workers,
-            wait=lambda paths, what: _wait_for(paths, what, timeout, quiet),
+            wait=lambda paths, what: _wait_for(paths, what, timeout, quiet, hint),
         )
     if settles:
         with timer.stage("tokenizer"):
             settle_tokenizer(layout, config, files, decisions, quiet=quiet)
-    _wait_for([layout.tokenizer], "tokenizer", timeout, quiet)
+    _wait_for([layout.tokenizer], "tokenizer", timeout, quiet, hint)
     tokenizer = load_run_tokenizer(layout, config)
 
     # 3. tokenize
@@ -179,7 +188,7 @@ def run_pipeline(
             tokenize_file(layout, f, config, decisions[f.index], tokenizer, decon, timer, bar)
             if quiet:
                 log.info("tokenized %s", f.path)
-    _wait_for([layout.tok_done(f) for f in files], "tokenized files", timeout, quiet)
+    _wait_for([layout.tok_done(f) for f in files], "tokenized files", timeout, quiet, hint)
 
     # 4. mix
     rates = source_rates(layout, config, files)
@@ -192,7 +201,7 @@ def run_pipeline(
                 publisher.file_done(f, shards)
         write_json(layout.final_done(f), {"shards": [s.to_dict() for s in shards]})
     if worker_index == 0:
-        _wait_for([layout.final_done(f) for f in files], "mixed files", timeout, quiet)
+        _wait_for([layout.final_done(f) for f in files], "mixed files", timeout, quiet, hint)
         result.summary = finalize(layout, config, files, rates, tokenizer, decon_info)
         if publisher is not None:
             with timer.stage("upload", docs=0):
