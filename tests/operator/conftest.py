@@ -752,6 +752,11 @@ def running_operator(monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[Op
         yield op
     finally:
         op.stop()
+        # The operator ran in this process: what its startup configured must not outlive it.
+        from olmo_operator import handlers
+        from olmo_operator.features import Features
+
+        handlers.STATE.features = Features()
     assert "reconcile failed" not in op.output, op.output[-6000:]
 
 

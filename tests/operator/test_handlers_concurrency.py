@@ -18,6 +18,7 @@ import pytest
 
 from olmo_operator import contract as c
 from olmo_operator import handlers, kube
+from olmo_operator.features import Features
 from olmo_operator.lifecycle import Timing
 from olmo_operator.policy import Policy
 
@@ -59,6 +60,8 @@ def api(
     monkeypatch.setattr(handlers.STATE, "timing", TIMING)
     monkeypatch.setattr(handlers.STATE, "policy", Policy(), raising=False)
     monkeypatch.setattr(handlers.STATE, "network_policy", False, raising=False)
+    # An operator started earlier in this process may have switched features on.
+    monkeypatch.setattr(handlers.STATE, "features", Features())
     yield api
     client.close()
 

@@ -142,8 +142,9 @@ def test_termination_notice_stops_the_gang_as_a_preemption(
     st = wait_status(k8s, "llm", attempt=2)
     assert st["restarts"] == {"failures": 0, "preemptions": 1}
     assert st["lastRestart"]["reason"] == "TerminationNotice"
-    notice = events(k8s, "TerminationNotice")
-    assert notice and node in notice[0]["message"]
+    # Events are posted after the status patch: wait for it rather than read it at once.
+    notice = wait_for(lambda: events(k8s, "TerminationNotice"), TIMEOUT, message="the Event")
+    assert node in notice[0]["message"]
     k8s.core.patch_node(node, {"spec": {"taints": []}})
     wait_running(k8s, "llm", 2)
 
