@@ -14,7 +14,7 @@ CI_LOCKS := locks/build.txt locks/torch-deps.txt locks/torch-cpu.txt locks/ci.tx
 LOCK_TOOL := .cache/lock-tool
 UV := $(LOCK_TOOL)/bin/uv
 
-.PHONY: help train-local setup lock lock-check lock-torch test pytest lint format bench bench-model bench-train bench-checkpoint-upload bench-data bench-data-order bench-dataprep bench-dataprep-memory bench-dataprep-scaleout bench-dolma bench-eval bench-operator \
+.PHONY: help train-local setup lock lock-check lock-torch test pytest lint format bench bench-model bench-train bench-checkpoint-upload bench-data bench-data-order bench-dataprep bench-dataprep-memory bench-dataprep-scaleout bench-dolma bench-eval bench-operator olmo-eval-ref \
 	corpus tokenizer dataprep clean
 
 help:
@@ -34,6 +34,7 @@ help:
 	@echo "make bench-dataprep  the data-prep pipeline vs raw tokenizers encode_batch, tokens/s"
 	@echo "make bench-dataprep-memory  peak RSS of a data-prep worker on 10 MB, 100 MB, 1 GB files and a 1 GB line"
 	@echo "make bench-dataprep-scaleout  1, 2 and 4 workers: identical output, CPU time per document"
+	@echo "make olmo-eval-ref  build ai2-olmo-eval's own venv (locks/olmo-eval-ref.txt) for the parity test and bench-eval"
 	@echo "make bench-dolma  our data-prep vs the Dolma toolkit (own venv from locks/dolma.txt), same corpus, cores, tokenizer"
 	@echo "make bench-eval   eval engine (batched, shared rows) vs one-at-a-time scoring, continuations/s"
 	@echo "make bench-operator  kopf operator latencies (CR→Job, preemption→next attempt, 100 CRs) vs goals"
@@ -92,7 +93,12 @@ lock-torch: $(UV)
 # The whole suite, image tests included: engine (started if needed), base image, the four images,
 # then pytest. TEST_BASE=official builds on the registry's Python image instead of the offline
 # base. `make pytest PYTEST_ARGS='-m "not images"'` runs what needs no container engine.
-test: setup lint test-images pytest
+test: setup lint test-images olmo-eval-ref pytest
+
+# ai2-olmo-eval 0.9.0 with its own dependencies (locks/olmo-eval-ref.txt), cached under
+# ~/.cache/olmo-k8s: the reference of the eval parity test and of make bench-eval.
+olmo-eval-ref: setup locks/olmo-eval-ref.txt
+	$(BIN)/python -c "import sys; sys.path.insert(0, 'benchmarks'); import olmo_eval_ref; print(olmo_eval_ref.ensure_venv())"
 
 pytest: setup
 	OLMO_IMAGE_REPO=$(IMAGE_REPO) OLMO_IMAGE_TAG=$(VERSION) $(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -111,7 +117,7 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 # Every benchmark, then one table of ratios against their goals (benchmarks/run_all.py).
-bench: setup corpus tokenizer
+bench: setup corpus tokenizer olmo-eval-ref
 	$(BIN)/python benchmarks/run_all.py
 
 bench-model: setup
@@ -141,7 +147,7 @@ bench-dataprep-scaleout: setup corpus tokenizer
 bench-dolma: setup corpus tokenizer
 	$(BIN)/python benchmarks/bench_dolma.py --corpus $(CORPUS) --tokenizer olmo
 
-bench-eval: setup
+bench-eval: setup olmo-eval-ref
 	$(BIN)/python benchmarks/bench_eval.py
 
 bench-operator: setup

@@ -10,7 +10,19 @@ Both must produce the same scores; they alternate round by round. Prints continu
 each and the ratio (engine / naive). Also shown: the engine forced through ``model(input_ids)``
 with full logits (what a ZeRO-3 module gets) instead of projecting only the scored positions.
 
+OLMo's own evaluator on the same model: ``ai2-olmo-eval`` 0.9.0 in its own venv (built on first
+use from ``locks/olmo-eval-ref.txt`` and cached; ``benchmarks/olmo_eval_ref``; building it is
+never timed) gets the same weights and tokenizer as an HF directory, builds its requests with its
+own task code, batches them with its collate function (``--batch-size``), runs transformers'
+``OlmoForCausalLM`` and scores each task with its own ``ICLMetric``, as OLMo's trainer does,
+``--rounds`` times in its process (after ours, same threads). Per round: its request
+construction + forwards + metric for every task, against one round of our engine (request
+construction included). Printed and in the JSON: its continuations/s, ``ratio_vs_olmo_eval``
+(ours ÷ theirs, goal ≥ 3) and the largest per-choice |Σ log p| difference between the two
+(``olmo_eval_max_abs_loglikelihood_difference``). ``--no-reference`` skips it.
+
     python benchmarks/bench_eval.py [--tasks arc_easy,boolq,...] [--limit 20] [--rounds 3]
+                                    [--no-reference]
 """
 
 from __future__ import annotations
@@ -19,7 +31,9 @@ import argparse
 import json
 import platform
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -46,6 +60,9 @@ def main() -> None:
     parser.add_argument("--tokenizer", default=None, help="a tokenizer.json (default: train one)")
     parser.add_argument("--vocab-size", type=int, default=8192, help="of the trained BPE")
     parser.add_argument("--json", action="store_true", help="print one JSON line only")
+    parser.add_argument(
+        "--no-reference", action="store_true", help="skip OLMo's own evaluator (ai2-olmo-eval)"
+    )
     args = parser.parse_args()
 
     from olmo.eval import PromptTokenizer, load_items
@@ -106,6 +123,8 @@ def main() -> None:
             run()
             rates[name].append(continuations / (time.perf_counter() - start))
 
+    olmo_eval = None if args.no_reference else _olmo_eval(args, tasks, model, tokenizer, by_task)
+
     ours, reference = statistics.median(rates["engine"]), statistics.median(rates["naive"])
     full = statistics.median(rates["full_forward"])
     result = {
@@ -125,6 +144,11 @@ def main() -> None:
         "reference_continuations_per_s": round(reference, 1),
         "ratio": round(ours / reference, 3),
     }
+    if olmo_eval is not None:
+        theirs = olmo_eval["continuations"] / statistics.median(olmo_eval["seconds"])
+        result["olmo_eval_continuations_per_s"] = round(theirs, 1)
+        result["ratio_vs_olmo_eval"] = round(ours / theirs, 3)
+        result["olmo_eval_max_abs_loglikelihood_difference"] = olmo_eval["difference"]
     if args.json:
         print(json.dumps(result))
         return
@@ -141,6 +165,46 @@ def main() -> None:
     print(f"  ... with full logits {full:12.1f} continuations/s   (model(ids), as under ZeRO-3)")
     print(f"  naive (one by one)   {reference:12.1f} continuations/s")
     print(f"  batched engine vs naive: {ours / reference:.2f}x")
+    if olmo_eval is not None:
+        print(
+            f"  ai2-olmo-eval (OLMo's evaluator, own venv) {result['olmo_eval_continuations_per_s']}"
+            f" continuations/s; max |ours − theirs| Σ log p {olmo_eval['difference']:.2e}"
+        )
+        print(f"  batched engine vs ai2-olmo-eval: {result['ratio_vs_olmo_eval']:.2f}x (goal ≥ 3)")
+
+
+def _olmo_eval(args, tasks, model, tokenizer, by_task) -> dict:
+    """OLMo's evaluator on the same weights and tokenizer (its venv, benchmarks/olmo_eval_ref):
+    its timed rounds, and its Σ log p per choice compared with ours (the engine's ``none``)."""
+    import olmo_eval_ref
+
+    from olmo.eval import PromptTokenizer
+    from olmo.eval.downstream import score_items
+    from olmo.model.hf import save_hf_directory
+
+    python = olmo_eval_ref.ensure_venv()  # not timed
+    config = model.config
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        save_hf_directory(model.state_dict(), config, folder)
+        tokenizer.save(str(folder / "tokenizer.json"))
+        fixture = olmo_eval_ref.Fixture(
+            folder, config.eos_token_id, config.pad_token_id, config.max_sequence_length
+        )
+        spec = fixture.spec(
+            tasks, args.limit, args.batch_size, metrics=["acc"], rounds=args.rounds,
+            threads=torch.get_num_threads(),
+        )  # fmt: skip
+        result = olmo_eval_ref.run_reference(python, spec)
+    ptok = PromptTokenizer(tokenizer, config.eos_token_id)
+    difference = 0.0
+    for task, items in by_task.items():
+        scored = score_items(model, ptok, items, batch_size=args.batch_size)
+        for mine, doc in zip(scored, result["tasks"][task]["docs"], strict=True):
+            for a, b in zip(mine.scores("none"), doc["acc"], strict=True):
+                difference = max(difference, abs(a - b))
+    result["difference"] = difference
+    return result
 
 
 if __name__ == "__main__":

@@ -81,6 +81,11 @@ OLMO_EVAL_SOURCE = ROOT / "olmo" / "evaldata.py"
 # The Dolma toolkit, benchmarked against our data-prep (benchmarks/bench_dolma.py) in a venv of its
 # own: its pins conflict with ours, so it is resolved alone, not under CI's pins.
 DOLMA = "dolma==1.2.1"
+# ai2-olmo-eval run as OLMo runs it, with its own dependencies, in a venv of its own: the reference
+# that tests/eval/test_reference_parity.py and benchmarks/bench_eval.py compare olmo.eval with
+# (benchmarks/olmo_eval_ref builds it). transformers runs the model there (OlmoForCausalLM);
+# torch is the pinned release, from the same place as locks/torch-cpu.txt (the CPU build).
+OLMO_EVAL_REF_EXTRA = ["transformers>=4.48"]
 
 # Declared requirements replaced when resolving CI's lock and the images' (uv's --override).
 # kubernetes 37 declares python-dateutil>=3.0 but only calls dateutil.parser.parse, which 2.9 has;
@@ -97,6 +102,8 @@ DESCRIPTIONS = {
     "torch-deps": "what every torch build needs from PyPI, installed with torch (torch-<variant>.txt)",
     "tools": "the resolver that writes these locks (make lock installs it into .cache/lock-tool)",
     "dolma": "the Dolma toolkit, in a virtualenv of its own for benchmarks/bench_dolma.py",
+    "olmo-eval-ref": "ai2-olmo-eval with its own dependencies and the CPU torch, in a virtualenv "
+    "of its own: the reference olmo.eval is compared with (benchmarks/olmo_eval_ref)",
     **{
         name: f"the third-party dependencies of the {name} image, torch excepted" for name in IMAGES
     },
@@ -179,6 +186,8 @@ def inputs(name: str) -> list[str]:
         return [f"uv=={UV_VERSION}"]
     if name == "dolma":
         return [DOLMA]
+    if name == "olmo-eval-ref":
+        return [olmo_eval_pin(), *OLMO_EVAL_REF_EXTRA, torch_pin()]
     if name == "torch-deps":
         return [torch_pin(), "# its dependencies common to every build"]
     if name.startswith("torch-"):
@@ -195,7 +204,10 @@ def digest(name: str) -> str:
 
 def lock_names() -> list[str]:
     """Every lock `make lock` writes (the torch variants other than cpu are made on demand)."""
-    return ["tools", "ci", "build", "torch-cpu", "torch-deps", "olmo-eval", *IMAGES, "dolma"]
+    return [
+        "tools", "ci", "build", "torch-cpu", "torch-deps", "olmo-eval", *IMAGES, "dolma",
+        "olmo-eval-ref",
+    ]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------
@@ -402,6 +414,7 @@ def write_all(uv: Uv, folder: Path) -> list[Path]:
         written.append(_write(folder, "olmo-eval", olmo_eval.values()))
         dolma = uv.compile(inputs("dolma"), _seed(work, folder, "dolma"))
         written.append(_write(folder, "dolma", dolma.values()))
+        written.append(write_olmo_eval_ref(uv, folder, work))
         for name in IMAGES:
             entries = uv.compile(
                 inputs(name), _seed(work, folder, name), sources=torch_sources(None, None),
@@ -410,6 +423,21 @@ def write_all(uv: Uv, folder: Path) -> list[Path]:
             entries.pop("torch", None)
             written.append(_write(folder, name, entries.values()))
     return written
+
+
+def write_olmo_eval_ref(uv: Uv, folder: Path, work: Path) -> Path:
+    """locks/olmo-eval-ref.txt: resolved alone (its pins clash with CI's), torch included, from
+    the CPU build's source; the torch entry keeps every hash locks/torch-cpu.txt lists for it."""
+    entries = uv.compile(
+        inputs("olmo-eval-ref"), _seed(work, folder, "olmo-eval-ref"),
+        sources=torch_sources(None, None),
+    )  # fmt: skip
+    cpu = _existing(folder, "torch-cpu").get("torch")
+    torch_entry = entries.get("torch")
+    if torch_entry is None or "+cpu" not in torch_entry.version:
+        raise LockError(f"olmo-eval-ref did not resolve the CPU torch: {torch_entry}")
+    entries["torch"] = _merge_hashes(torch_entry, cpu)
+    return _write(folder, "olmo-eval-ref", entries.values())
 
 
 def _write(folder: Path, name: str, entries) -> Path:

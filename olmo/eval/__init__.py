@@ -64,6 +64,39 @@ forward row, sorts rows longest first, right-pads, runs one forward per batch an
 log-probs of continuation tokens only (for a plain OLMo module the output projection itself runs
 on those positions only); over-long sequences lose context from the left.
 
+Parity with OLMo's own evaluator (ai2-olmo-eval 0.9.0)
+------------------------------------------------------
+``tests/eval/test_reference_parity.py`` runs ai2-olmo-eval's own task classes, collate function
+and ``ICLMetric`` in a venv of its own (``benchmarks/olmo_eval_ref``, ``locks/olmo-eval-ref.txt``)
+on the same fixed model and checks, for all nine tasks, the same request tokens, Σ log p and
+Σ log p ÷ characters within 1e-4 per choice and the same chosen answer per item
+(``acc`` ↔ ``none``, ``len_norm`` ↔ ``per_char``). Definitions compared with theirs:
+
+- Prompts, gold labels, truncation (context cut from the left to the model's context), ``per_char``
+  (characters of the continuation, leading space included: their ``len_norm``) and ties (the first
+  best choice, as ``torch.argmax``) are the same. COPA: they drop the premise's last character
+  whatever it is, we drop a final ``"."``; every COPA premise ends with one.
+- **Document prefix (deliberate).** They put ``bos_token_id`` in front of each context only when
+  one is configured; OLMo's configurations for its GPT-NeoX and dolma2 tokenizers configure none,
+  so their contexts start bare, ours with EOS (what precedes every training document; OLMo-core's
+  ``dolma2_sigdig`` configuration does the same with BOS = EOS). Every log-likelihood differs by
+  this (by 0.3 to 4.7 nats on the tiny test model), and a near-random model then chooses
+  differently on a few items in a hundred (2 of 36 there): the likely cause of issue 18's one-item
+  disagreements (boolq, copa, winogrande at 40 items; arc_challenge, copa at 100). Configured with
+  ``bos_token_id`` = EOS, their evaluator agrees with ours item by item.
+- **Context/continuation boundary (deliberate).** They encode context and continuation separately,
+  we encode ``context + continuation`` once (see above). With a byte-level BPE that splits on
+  spaces (GPT-NeoX, dolma2) both give the same tokens whenever the context does not end in
+  whitespace, which is every item of the nine tasks; where a merge would straddle the boundary we
+  score the tokens the model sees for the joined text.
+- **PMI (deliberate).** Their ``pmi_dc`` scores a choice by Σ log p(c | x) ÷ Σ log p(c | d), with a
+  task-specific "domain" prompt d (``"Answer:"``, or the option, the connective, the last word of the
+  question...) encoded without prefix, and takes the largest ratio. Both sums are negative, so the
+  largest ratio goes to the choice whose conditional log-likelihood is worst relative to its
+  unconditional one (−20/−10 = 2 beats −10/−20 = 0.5), the opposite of pointwise mutual
+  information. Ours is the difference log p(c | x) − log p(c | "Answer:"), so ``pmi`` accuracies
+  are not comparable with their ``pmi_dc``.
+
 Perplexity
 ----------
 Paloma's protocol (``olmo.eval.perplexity``): each document alone (prefix + its tokens, never

@@ -674,7 +674,7 @@ def test_every_lock_pins_exact_versions_with_hashes():
 
 # Locks of tools that run in a virtualenv of their own, never beside our code: the Dolma toolkit
 # (benchmarks/bench_dolma.py) pins versions that conflict with ours.
-SEPARATE_VENVS = {"dolma"}
+SEPARATE_VENVS = {"dolma", "olmo-eval-ref"}
 
 
 def test_one_distribution_has_one_version_in_every_lock():
