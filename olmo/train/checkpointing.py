@@ -1,7 +1,7 @@
 """Saving and restoring the whole training state as one checkpoint (DESIGN contract 3).
 
-A checkpoint folder holds the DeepSpeed ZeRO-3 shards (``deepspeed/``: bf16 module states,
-fp32 master weights and AdamW moments per rank), ``trainer_state.json`` (step, tokens,
+A checkpoint folder holds the DeepSpeed ZeRO shards (``deepspeed/``: bf16 module states,
+fp32 master weights and AdamW moments per rank, in the layout of the run's ZeRO stage), ``trainer_state.json`` (step, tokens,
 instances consumed, world size, config, versions, git commit, data manifest hashes),
 ``config.yaml`` and each rank's RNG states (``rng/rankN.pt``); these names are part of the layout
 contract (``olmo.checkpoints.paths``). Every rank writes its shard into the same temporary
@@ -12,6 +12,7 @@ folder (a shared filesystem on multi-node runs); rank 0 then writes the trainer 
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -38,6 +39,10 @@ from olmo.train.config import TrainConfig
 from olmo.train.distributed import DistInfo, barrier
 from olmo.train.fencing import RunDirFence
 
+ZERO3_MODEL_STATES = "zero_pp_rank_0_mp_rank_00_model_states.pt"
+ZERO12_MODEL_STATES = "mp_rank_00_model_states.pt"
+"""DeepSpeed's module-states file of the first rank at ZeRO-3, and of every ZeRO-1/2 run."""
+
 
 @dataclass
 class TrainerState:
@@ -50,6 +55,9 @@ class TrainerState:
     instances_consumed: int = 0
     """Global position in the data order (across epochs), independent of world size."""
     world_size: int = 1
+    zero_stage: int | None = None
+    """The ZeRO stage that wrote the DeepSpeed shards; None in checkpoints made before it was
+    recorded, which were all ZeRO-3."""
     data_manifest_sha256: list[str | None] = field(default_factory=list)
     data_order: str | None = None
     """The data order's kind (``olmo.data.order``); None in checkpoints made before it was
@@ -158,9 +166,16 @@ def save_checkpoint(
     return final
 
 
-def needs_reshard(checkpoint: Path, dist: DistInfo) -> bool:
-    """True when ``checkpoint`` was written by a different number of processes."""
-    return TrainerState.read(checkpoint).world_size != dist.world_size
+def saved_stage(state: TrainerState) -> int:
+    """The ZeRO stage of a checkpoint's shards (3 for checkpoints that predate the setting)."""
+    return 3 if state.zero_stage is None else state.zero_stage
+
+
+def needs_reshard(checkpoint: Path, dist: DistInfo, zero_stage: int = 3) -> bool:
+    """True when ``checkpoint``'s shards cannot be loaded as they are: written by a different
+    number of processes or at a different ZeRO stage than ``zero_stage``."""
+    state = TrainerState.read(checkpoint)
+    return state.world_size != dist.world_size or saved_stage(state) != zero_stage
 
 
 def universal_dir(run_dir: Path, checkpoint: Path) -> Path:
@@ -168,9 +183,9 @@ def universal_dir(run_dir: Path, checkpoint: Path) -> Path:
 
 
 def convert_to_universal(checkpoint: Path, run_dir: Path, dist: DistInfo) -> Path:
-    """Collective. Rewrite the per-rank ZeRO-3 shards of ``checkpoint`` as DeepSpeed's
+    """Collective. Rewrite the per-rank ZeRO shards of ``checkpoint`` (any stage) as DeepSpeed's
     "universal" per-parameter layout (once, cached under RUN_DIR/.universal), which any number
-    of processes can load. The checkpoint itself is left untouched."""
+    of processes can load at any ZeRO stage. The checkpoint itself is left untouched."""
     target = universal_dir(run_dir, checkpoint)
     done = target / "CONVERTED"
     if dist.is_main and not done.exists():
@@ -188,21 +203,81 @@ def convert_to_universal(checkpoint: Path, run_dir: Path, dist: DistInfo) -> Pat
                 num_merge_workers=1,
                 keep_temp_folder=False,
                 strict=True,
-                inject_missing_state=False,
+                # ZeRO-1/2 shards carry no universal-format metadata unless the client added
+                # it: DeepSpeed then records the default (no tensor-parallel patterns).
+                inject_missing_state=True,
             )
         )
+        _loadable_at_every_stage(target / DEEPSPEED_TAG)
         done.write_text(str(checkpoint))
     barrier()
     return target
 
 
-def load_checkpoint(
-    engine, checkpoint: Path, dist: DistInfo, universal: Path | None = None
-) -> TrainerState:
-    """Restore module, optimizer and trainer state from a COMPLETE checkpoint.
+def _loadable_at_every_stage(folder: Path) -> None:
+    """Rewrite a universal checkpoint into the one layout that DeepSpeed's ZeRO-1/2 and ZeRO-3
+    loaders both read (DeepSpeed 0.19 converts each stage into its own dialect):
 
-    ``universal``: the converted copy to load instead when the world size changed (the engine
-    must then have been created with ``checkpoint.load_universal``).
+    - per parameter, ``fp32``/``exp_avg``/``exp_avg_sq`` as ``{"param": tensor of the
+      parameter's shape, "cat_dim": 0}`` (ZeRO-3 writes flat tensors, which ZeRO-1/2 cannot
+      reshape) and ``step.pt`` (ZeRO-3 writes none);
+    - ``zero/optimizer_state.pt`` with both the ZeRO-3 ``optimizer_state_dict`` (its step and
+      param groups) and the DeepSpeed version ZeRO-1/2 checks;
+    - the module-states file (only metadata is read from it when loading a universal
+      checkpoint) under both stage-dependent names: ZeRO-3's
+      ``zero_pp_rank_0_mp_rank_00_model_states.pt`` and ZeRO-1/2's ``mp_rank_00_model_states.pt``.
+    """
+    import deepspeed
+    from deepspeed.checkpoint.constants import DS_VERSION, OPTIMIZER_STATE_DICT, PARAM
+
+    stage3, stage12 = folder / ZERO3_MODEL_STATES, folder / ZERO12_MODEL_STATES
+    model_states = torch.load(
+        stage3 if stage3.exists() else stage12, map_location="cpu", mmap=True, weights_only=False
+    )
+    shapes = {
+        name: shape for group in model_states["param_shapes"] for name, shape in group.items()
+    }
+    optimizer_state = folder / "zero" / "optimizer_state.pt"
+    state = torch.load(optimizer_state, map_location="cpu", weights_only=False)
+    step = None
+    if OPTIMIZER_STATE_DICT in state:  # from ZeRO-3
+        step = next(iter(state[OPTIMIZER_STATE_DICT]["state"].values()))["step"]
+    for name, shape in shapes.items():
+        param_dir = folder / "zero" / name
+        for key in ("fp32", "exp_avg", "exp_avg_sq"):
+            value = torch.load(param_dir / f"{key}.pt", map_location="cpu", weights_only=False)
+            if isinstance(value, torch.Tensor):
+                torch.save({PARAM: value.view(shape), "cat_dim": 0}, param_dir / f"{key}.pt")
+        if (param_dir / "step.pt").exists():
+            step = torch.load(param_dir / "step.pt", weights_only=False)
+        elif step is not None:
+            torch.save(step, param_dir / "step.pt")
+    state.setdefault(
+        OPTIMIZER_STATE_DICT, {"state": {0: {"step": step}}, "param_groups": state["param_groups"]}
+    )
+    state[DS_VERSION] = state.get(DS_VERSION) or deepspeed.__version__
+    torch.save(state, optimizer_state)
+    for source, alias in ((stage3, stage12), (stage12, stage3)):
+        if source.exists() and not alias.exists():
+            try:
+                os.link(source, alias)
+            except OSError:  # a filesystem without hard links
+                shutil.copyfile(source, alias)
+
+
+def load_checkpoint(
+    engine,
+    checkpoint: Path,
+    dist: DistInfo,
+    universal: Path | None = None,
+    zero_stage: int = 3,
+) -> TrainerState:
+    """Restore module, optimizer and trainer state from a COMPLETE checkpoint into an engine
+    at ``zero_stage``.
+
+    ``universal``: the converted copy to load instead when the world size or the ZeRO stage
+    changed (the engine must then have been created with ``checkpoint.load_universal``). Each
+    rank's RNG state is restored whenever the number of processes is the same.
     """
     if not layout.is_complete(checkpoint):
         raise ValueError(f"{checkpoint} is not a complete checkpoint (no valid COMPLETE marker)")
@@ -212,12 +287,17 @@ def load_checkpoint(
             f"{checkpoint} was written by {state.world_size} processes but this run has "
             f"{dist.world_size}; convert it first (convert_to_universal)"
         )
+    if saved_stage(state) != zero_stage and universal is None:
+        raise ValueError(
+            f"{checkpoint} was written at ZeRO stage {saved_stage(state)} but this run uses "
+            f"stage {zero_stage}; convert it first (convert_to_universal)"
+        )
     source = universal if universal is not None else checkpoint
     load_path, _ = engine.load_checkpoint(str(source), tag=DEEPSPEED_TAG)
     if load_path is None:
         raise RuntimeError(f"DeepSpeed could not load {source / DEEPSPEED_TAG}")
     rng_file = checkpoint / RNG_DIR / f"rank{dist.rank}.pt"
-    if rng_file.exists() and universal is None:
+    if rng_file.exists() and state.world_size == dist.world_size:
         _restore_rng(torch.load(rng_file, weights_only=False))
-    state.world_size = dist.world_size
+    state.world_size, state.zero_stage = dist.world_size, zero_stage
     return state

@@ -28,6 +28,7 @@ __all__ = [
     "BatchConfig",
     "CheckpointConfig",
     "DataConfig",
+    "DeepSpeedConfig",
     "EvalConfig",
     "GradClipConfig",
     "LoggingConfig",
@@ -183,6 +184,43 @@ class WandbConfig(StrictConfig):
     group: str | None = None
 
 
+class DeepSpeedConfig(StrictConfig):
+    """How DeepSpeed shards and communicates; none of it changes the maths of a step.
+
+    ``zero_stage``: 1 partitions the fp32 master weights and AdamW moments over the processes
+    (16 bytes per parameter / N), 2 the gradients too, 3 the bf16 parameters as well (the model is
+    created partitioned, under ``zero.Init``, and gathered layer by layer in forward/backward).
+    The presets keep the smallest stage that fits an 80 GB GPU with room for activations
+    (``configs/*.yaml``); a run may change stage when resuming (the checkpoint is converted
+    through DeepSpeed's universal format, as for a change of world size).
+
+    Bucket sizes are in elements. ``None``: derived from the model width ``d`` by the rule of
+    the Hugging Face DeepSpeed integration's ``auto`` values (ZeRO-3 reduce bucket d², prefetch
+    0.9·d², parameters under 10·d elements kept whole on every rank), and 2e8 for the ZeRO-1/2
+    buckets: DeepSpeed's default 5e8 with ``overlap_comm`` holds 4.5 × (reduce + all-gather)
+    bucket bytes, ~9 GB in bf16, where 2e8 holds ~3.6 GB for the same few large collectives."""
+
+    zero_stage: Literal[1, 2, 3] = 3
+    overlap_comm: bool = True
+    """Overlap the gradient reduction with the backward pass (costs the bucket memory above)."""
+    contiguous_gradients: bool = True
+    """Copy gradients into one contiguous buffer as they are produced (less fragmentation)."""
+    reduce_scatter: bool = True
+    """ZeRO-1/2: reduce gradients with reduce-scatter rather than all-reduce."""
+    reduce_bucket_size: PositiveInt | None = None
+    """Elements reduced at a time (None: d² at ZeRO-3, 2e8 at ZeRO-1/2)."""
+    allgather_bucket_size: PositiveInt | None = None
+    """ZeRO-1/2: elements all-gathered at a time after the step (None: 2e8)."""
+    stage3_prefetch_bucket_size: PositiveInt | None = None
+    """ZeRO-3: parameters fetched ahead of use, in elements (None: 0.9·d²)."""
+    stage3_param_persistence_threshold: NonNegativeInt | None = None
+    """ZeRO-3: parameters smaller than this stay whole on every rank (None: 10·d)."""
+    stage3_max_live_parameters: PositiveInt = 1_000_000_000
+    """ZeRO-3: gathered parameters held at once before released (DeepSpeed's default)."""
+    stage3_max_reuse_distance: NonNegativeInt = 1_000_000_000
+    """ZeRO-3: a parameter used again within this many elements is not released."""
+
+
 class TrainConfig(StrictConfig):
     run_name: str
     seed: NonNegativeInt = 6198
@@ -197,6 +235,11 @@ class TrainConfig(StrictConfig):
     """Stop (saving a checkpoint) at this step without changing any schedule; resume later."""
     precision: Literal["bf16", "fp32"] = "bf16"
     """Compute precision; master weights and optimizer state are always fp32."""
+    deepspeed: DeepSpeedConfig = DeepSpeedConfig()
+    compile: bool = False
+    """``torch.compile`` the model through the DeepSpeed engine (``engine.compile()``: ZeRO's
+    hooks stay outside the compiled graphs; a ZeRO-3 step ran compiled). Off by default: slower on CPU
+    (``olmo.train.engine``); ``benchmarks/gpu_all.py`` measures it on a GPU."""
     data: DataConfig = DataConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     eval: EvalConfig = EvalConfig()
