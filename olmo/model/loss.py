@@ -7,6 +7,14 @@ projection, the fp32 softmax, the loss and the gradients w.r.t. the hidden state
 output weight are computed one block of tokens at a time in the forward pass, so the full
 logits never exist. The math is the same as ``cross_entropy(hidden @ weight.T, labels)``
 (mean over tokens whose label is not ``ignore_index``); tests hold the two equal.
+
+Per chunk the softmax work is one ``log_softmax`` (a row-wise kernel: each 50304-wide row is
+reduced and normalised while it sits in the core's cache, the same kernel the plain
+``cross_entropy`` uses) and one in-place ``exp_`` for the probabilities. The chunk is sized so
+that the output-weight matmuls stay efficient: on CPU 32 MiB of logits (166 tokens at vocab
+50304); smaller chunks re-read the (vocab, d_model) weight and its fp32 gradient once per chunk
+and pay a thread barrier per small op (at 8 MiB, 41 tokens, the loss took twice as long on two
+cores; ``benchmarks/bench_model.py --profile`` prints the breakdown).
 """
 
 from __future__ import annotations
@@ -16,10 +24,10 @@ import torch.nn.functional as F
 
 __all__ = ["cross_entropy_loss", "linear_cross_entropy"]
 
-# Bytes of fp32 logits per chunk: small enough to stay in CPU cache; on GPU large enough that
-# the per-chunk weight-gradient update (vocab × d_model) is paid only a few times per step.
+# Bytes of fp32 logits per chunk: large enough that the per-chunk weight-gradient update
+# (vocab × d_model) and the per-op overhead are paid only a few times per step (see above).
 _CHUNK_BYTES = {"cuda": 2**30}
-_DEFAULT_CHUNK_BYTES = 8 * 2**20
+_DEFAULT_CHUNK_BYTES = 32 * 2**20
 
 
 def cross_entropy_loss(
@@ -85,14 +93,13 @@ def _forward_backward(
             h = hidden[start:end].to(dtype)
             y = safe_labels[start:end, None]
             mask = valid[start:end]
-            logits = (h @ w.t()).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            target = logits.gather(1, y).squeeze(1)
-            total += ((lse - target) * mask).sum()
+            log_probs = torch.log_softmax((h @ w.t()).float(), dim=-1)
+            target = log_probs.gather(1, y).squeeze(1)
+            total -= (target * mask).sum() if any_ignored else target.sum()
             if not with_grads:
                 continue
             # d loss_i / d logits_i = softmax_i - onehot(y_i), zero for ignored tokens.
-            probs = logits.sub_(lse[:, None]).exp_()
+            probs = log_probs.exp_()
             probs.scatter_add_(1, y, torch.full_like(target, -1.0)[:, None])
             if any_ignored:
                 probs.mul_(mask[:, None])

@@ -41,7 +41,10 @@ class RotaryEmbedding(nn.Module):
     """RoPE in the "rotate half" layout (the one OLMo and HF ``OlmoForCausalLM`` use).
 
     The cos/sin tables are computed in fp32 and cached per (length, device); they are not
-    buffers, so they never appear in a state dict and survive meta-device construction.
+    buffers, so they never appear in a state dict and survive meta-device construction. The sin
+    table is stored with the first half negated, so that ``rotate_half(x) * sin`` becomes
+    ``swap_halves(x) * signed_sin``: the same products bit for bit (``-a * b == a * -b``) with one
+    pass over the activations fewer.
     """
 
     def __init__(self, head_dim: int, theta: float):
@@ -51,27 +54,27 @@ class RotaryEmbedding(nn.Module):
         self._cache: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def tables(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cos, signed_sin)``, each (seq_len, head_dim) fp32."""
         key = (seq_len, device)
         if key not in self._cache:
             exponent = torch.arange(0, self.head_dim, 2, device=device, dtype=torch.float32)
             inv_freq = 1.0 / (self.theta ** (exponent / self.head_dim))
             positions = torch.arange(seq_len, device=device, dtype=torch.float32)
             freqs = torch.outer(positions, inv_freq)
-            angles = torch.cat((freqs, freqs), dim=-1)
-            self._cache[key] = (angles.cos(), angles.sin())
+            sin = freqs.sin()
+            self._cache[key] = (torch.cat((freqs, freqs), dim=-1).cos(), torch.cat((-sin, sin), -1))
         return self._cache[key]
+
+    def rotate(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x`` of shape (..., seq, head_dim); q and k stacked go through in one pass."""
+        cos, signed_sin = self.tables(x.shape[-2], x.device)
+        x32 = x.float()
+        x1, x2 = x32.chunk(2, dim=-1)
+        return (x32 * cos + torch.cat((x2, x1), dim=-1) * signed_sin).to(x.dtype)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotate ``q`` and ``k`` of shape (batch, heads, seq, head_dim)."""
-        cos, sin = self.tables(q.shape[-2], q.device)
-        return _rotate(q, cos, sin), _rotate(k, cos, sin)
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x32 = x.float()
-    x1, x2 = x32.chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return (x32 * cos + rotated * sin).to(x.dtype)
+        return self.rotate(q), self.rotate(k)
 
 
 class Linear(nn.Linear):
@@ -113,10 +116,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, seq, d_model = x.shape
-        q, k, v = (
-            self.qkv(x).view(batch, seq, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        )
-        q, k = self.rope(q, k)
+        qkv = self.qkv(x).view(batch, seq, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = self.rope.rotate(qkv[:2])  # (2, batch, heads, seq, head_dim): q and k together
+        v = qkv[2]
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out(y.transpose(1, 2).reshape(batch, seq, d_model))
 

@@ -96,3 +96,46 @@ def test_mismatched_state_dict_is_an_error():
 def test_non_default_layer_norm_eps_cannot_be_expressed_in_hf():
     with pytest.raises(ValueError, match="layer_norm_eps"):
         hf_config(tiny(True).model_copy(update={"layer_norm_eps": 1e-6}))
+
+
+def test_rope_is_bitwise_hf_apply_rotary_pos_emb():
+    """Our signed-sin RoPE (one pass fewer) gives HF's ``q*cos + rotate_half(q)*sin`` exactly."""
+    from transformers.models.olmo.modeling_olmo import apply_rotary_pos_emb
+
+    config = tiny(True)
+    rope = OLMo(config).blocks[0].attn.rope
+    torch.manual_seed(3)
+    q, k = torch.randn(2, 2, config.n_heads, 40, config.head_dim).unbind(0)
+    exponent = torch.arange(0, config.head_dim, 2, dtype=torch.float32)
+    freqs = torch.outer(
+        torch.arange(40, dtype=torch.float32),
+        1.0 / (config.rope_theta ** (exponent / config.head_dim)),
+    )
+    angles = torch.cat((freqs, freqs), dim=-1)[None]  # HF's (batch, seq, head_dim) layout
+    expected = apply_rotary_pos_emb(q, k, angles.cos(), angles.sin())
+    ours = rope.rotate(torch.stack((q, k)))
+    assert torch.equal(ours[0], expected[0]) and torch.equal(ours[1], expected[1])
+
+
+def test_fused_loss_and_gradients_match_hf_training_step():
+    """The benchmark's two steps compute the same thing: loss and every gradient agree."""
+    from olmo.model.loss import cross_entropy_loss
+
+    torch.manual_seed(4)
+    config = tiny(True)
+    ours = OLMo(config).train()
+    theirs = OlmoForCausalLM(hf_config(config)).train()
+    theirs.load_state_dict(to_hf_state_dict(ours.state_dict(), config))
+    ids = torch.randint(0, config.vocab_size, (2, 200))  # 400 tokens: several CPU loss chunks
+    labels = torch.roll(ids, -1, dims=1)
+    labels[:, -1] = -100
+    loss = ours(ids, labels=labels)
+    loss.backward()
+    hf_loss = cross_entropy_loss(theirs(input_ids=ids).logits, labels)
+    hf_loss.backward()
+    torch.testing.assert_close(loss, hf_loss)
+    ours_grads = to_hf_state_dict({n: p.grad for n, p in ours.named_parameters()}, config)
+    hf_params = dict(theirs.named_parameters())  # the tied head appears once, as the embedding
+    assert hf_params.keys() <= ours_grads.keys() and len(hf_params) == 1 + 7 * config.n_layers
+    for name, param in hf_params.items():
+        torch.testing.assert_close(ours_grads[name], param.grad, atol=1e-6, rtol=1e-4, msg=name)
