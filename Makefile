@@ -120,8 +120,9 @@ format: setup
 bench: setup corpus tokenizer olmo-eval-ref
 	$(BIN)/python benchmarks/run_all.py
 
+# One thread: at two on this 2-core kind of machine the ratio swings with any other load.
 bench-model: setup
-	$(BIN)/python benchmarks/bench_model.py
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_model.py --threads 1
 
 bench-train: setup bench-data
 	DS_ACCELERATOR=cpu $(BIN)/python benchmarks/bench_train.py

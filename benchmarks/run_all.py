@@ -126,7 +126,12 @@ def _operator(r: dict) -> list[Row]:
 
 # name → (script, arguments, quick arguments, rows)
 BENCHMARKS = {
-    "model": ("bench_model.py", [], ["--rounds", "1", "--steps", "1"], _model),
+    "model": (
+        "bench_model.py",
+        ["--threads", "1"],
+        ["--threads", "1", "--rounds", "1", "--steps", "1"],
+        _model,
+    ),
     "train": ("bench_train.py", [], ["--presets", "tiny", "--rounds", "1"], _train),
     "checkpoint_upload": (
         "bench_checkpoint_upload.py",
