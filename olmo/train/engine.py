@@ -4,6 +4,10 @@ stage 3 so that no rank ever holds the whole model, optionally compiled (``compi
 resuming, loaded from a checkpoint (through DeepSpeed's universal format when the number of
 processes or the ZeRO stage changed). DeepSpeed specifics live here, never in the model.
 
+``deepspeed.offload_optimizer: cpu`` moves the fp32 state and the optimizer step to host memory
+with DeepSpeed's CPU Adam (the same groups and hyperparameters as the AdamW it replaces); a
+checkpoint saved with offload on resumes with it off and the other way round.
+
 ``compile`` uses the engine's own ``compile()`` (DeepSpeed keeps its ZeRO hooks outside the
 compiled graphs; a compiled ZeRO-3 step trained on CPU). It is off by default: on CPU
 (2 cores, shared; test-sized model, ZeRO-3, one process) a compiled step took 1.10 s against
@@ -12,6 +16,7 @@ compiled graphs; a compiled ZeRO-3 step trained on CPU). It is off by default: o
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import shutil
 from pathlib import Path
@@ -66,12 +71,19 @@ def zero_optimization(config: TrainConfig) -> dict:
             stage3_max_reuse_distance=ds.stage3_max_reuse_distance,
             stage3_gather_16bit_weights_on_model_save=False,
         )
+        if ds.offload_param != "none":
+            section["offload_param"] = {"device": ds.offload_param, "pin_memory": ds.pin_memory}
     else:
         section.update(
             reduce_scatter=ds.reduce_scatter,
             reduce_bucket_size=ds.reduce_bucket_size or ZERO12_BUCKET,
             allgather_bucket_size=ds.allgather_bucket_size or ZERO12_BUCKET,
         )
+    if ds.offload_optimizer != "none":
+        section["offload_optimizer"] = {
+            "device": ds.offload_optimizer,
+            "pin_memory": ds.pin_memory,
+        }
     return section
 
 
@@ -85,7 +97,8 @@ def deepspeed_config(config: TrainConfig, world_size: int) -> dict:
         "gradient_clipping": config.grad_clip.max_norm,
         "bf16": {"enabled": config.precision == "bf16"},
         "zero_optimization": zero_optimization(config),
-        # The optimizer is torch's AdamW over DeepSpeed's fp32 partitions.
+        # The optimizer is torch's AdamW (DeepSpeed's CPU Adam when offloaded) over DeepSpeed's
+        # fp32 partitions.
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**62,
         "wall_clock_breakdown": False,
@@ -106,16 +119,80 @@ def param_groups(model: torch.nn.Module, o: OptimizerConfig) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: torch.nn.Module, o: OptimizerConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(
-        param_groups(model, o),
-        lr=o.lr,
-        betas=o.betas,
-        eps=o.eps,
-        # One kernel per step over DeepSpeed's flat fp32 partitions, on GPU and on CPU
-        # (unfused, AdamW on CPU costs ~8× more: benchmarks/bench_train.py).
-        fused=True,
-    )
+HYPERPARAMETERS = frozenset({"lr", "betas", "eps", "weight_decay"})
+"""What a checkpoint's param groups carry across optimizers; the rest of a group's keys are the
+implementation's own (torch's ``fused``, CPU Adam's ``bias_correction``, ...)."""
+
+
+def portable_state(optimizer: torch.optim.Optimizer, state_dict: dict) -> dict:
+    """A load-state-dict pre-hook: a checkpoint saved by the other optimizer (offload switched
+    on or off on resume) loads into this one. Its groups keep their hyperparameters and take
+    this optimizer's implementation settings; ``step`` becomes what this optimizer counts with
+    (a float32 tensor for torch's AdamW, an int for CPU Adam). Moments are the same tensors in
+    both, so nothing else changes."""
+    own = {k: v for k, v in optimizer.defaults.items() if k not in HYPERPARAMETERS}
+    groups = [{**group, **own} for group in state_dict["param_groups"]]
+    tensor_step = isinstance(optimizer, torch.optim.AdamW)
+    state = {}
+    for key, value in state_dict["state"].items():
+        value = dict(value)
+        if "step" in value:
+            step = value["step"]
+            if tensor_step and not torch.is_tensor(step):
+                value["step"] = torch.tensor(float(step), dtype=torch.float32)
+            elif not tensor_step and torch.is_tensor(step):
+                value["step"] = int(step.item())
+        state[key] = value
+    return {**state_dict, "param_groups": groups, "state": state}
+
+
+CPU_ADAM_OP = "deepspeed.ops.adam.cpu_adam_op"
+"""The module DeepSpeed installs CPU Adam as when it is prebuilt (``DS_BUILD_CPU_ADAM=1``)."""
+
+
+def use_prebuilt_cpu_adam() -> bool:
+    """Load the installed CPU Adam op, whatever accelerator it was built under. The trainer image
+    prebuilds it with the CPU accelerator's op set (``docker/trainer.Dockerfile``); DeepSpeed's
+    CUDA accelerator uses that same builder (``op_builder.cpu.CPUAdamBuilder``: plain C++), but
+    would only load the prebuilt module if the accelerator names matched, else compile it, which a
+    pod cannot (no compiler, read-only root). False where it is not prebuilt: DeepSpeed then
+    builds it on first use (~100 s once, cached in ``~/.cache/torch_extensions``)."""
+    from deepspeed.git_version_info import installed_ops
+    from deepspeed.ops.op_builder.builder import OpBuilder
+
+    if not installed_ops.get("cpu_adam", False):
+        return False
+    if "cpu_adam" not in OpBuilder._loaded_ops:  # DeepSpeed's cache of loaded op modules
+        OpBuilder._loaded_ops["cpu_adam"] = importlib.import_module(CPU_ADAM_OP)
+    return True
+
+
+def build_optimizer(
+    model: torch.nn.Module, o: OptimizerConfig, offload: bool = False
+) -> torch.optim.Optimizer:
+    """AdamW over OLMo's weight-decay groups. ``offload``: DeepSpeed's CPU Adam (the optimizer
+    ZeRO-Offload requires; ``adamw_mode``: decoupled weight decay, as torch's AdamW) with the
+    same hyperparameters and groups, stepping the fp32 partitions in host memory. Either loads
+    the other's checkpoints (``portable_state``)."""
+    if offload:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        use_prebuilt_cpu_adam()
+        optimizer = DeepSpeedCPUAdam(
+            param_groups(model, o), lr=o.lr, betas=o.betas, eps=o.eps, adamw_mode=True
+        )
+    else:
+        optimizer = torch.optim.AdamW(
+            param_groups(model, o),
+            lr=o.lr,
+            betas=o.betas,
+            eps=o.eps,
+            # One kernel per step over DeepSpeed's flat fp32 partitions, on GPU and on CPU
+            # (unfused, AdamW on CPU costs ~8× more: benchmarks/bench_train.py).
+            fused=True,
+        )
+    optimizer.register_load_state_dict_pre_hook(portable_state)
+    return optimizer
 
 
 def build_engine(config: TrainConfig, ds_config: dict):
@@ -132,7 +209,11 @@ def build_engine(config: TrainConfig, ds_config: dict):
         # The tied head reads the embedding's weight outside the embedding's forward.
         deepspeed.zero.register_external_parameter(model, model.embed.weight)
     engine, *_ = deepspeed.initialize(
-        model=model, optimizer=build_optimizer(model, config.optimizer), config=ds_config
+        model=model,
+        optimizer=build_optimizer(
+            model, config.optimizer, offload=config.deepspeed.offload_optimizer != "none"
+        ),
+        config=ds_config,
     )
     if config.compile:
         engine.compile()

@@ -611,7 +611,8 @@ def test_torch_locks_pin_the_projects_torch_and_nothing_the_other_locks_hold():
 
 def test_deepspeed_is_the_projects_pin_built_against_the_images_torch():
     """No build isolation (it would fetch another torch for DeepSpeed's setup); the trainer's
-    build compiles the CPU communication op ahead of time, so that no pod compiles it."""
+    build compiles the CPU communication op and CPU Adam ahead of time, so that no pod compiles
+    them."""
     root_pin = pinned_version(
         pyproject(".")["project"]["optional-dependencies"]["train"], "deepspeed"
     )
@@ -625,7 +626,8 @@ def test_deepspeed_is_the_projects_pin_built_against_the_images_torch():
             locks.index("locks/build.txt") < locks.index("$lock") < locks.index(f"locks/{name}.txt")
         )
         runs = " ".join(v for s in df.stages for i, v in s.instructions if i == "RUN")
-        built = "DS_BUILD_SHM_COMM=1" in runs and "DS_ACCELERATOR=cpu" in runs
+        built = all(f in runs for f in ("DS_BUILD_SHM_COMM=1", "DS_BUILD_CPU_ADAM=1"))
+        built = built and "DS_ACCELERATOR=cpu" in runs
         assert built == (name == "trainer"), name
 
 

@@ -121,17 +121,24 @@ def test_every_image_runs_as_10001_and_only_the_torch_images_carry_torch() -> No
     print(" ".join(f"{name}={size / 1e6:.0f}MB" for name, size in sizes.items()))
 
 
-def test_the_trainer_image_ships_deepspeeds_cpu_communication_op_prebuilt() -> None:
+def test_the_trainer_image_ships_deepspeeds_cpu_ops_prebuilt() -> None:
+    """The communication op and CPU Adam (``offload_optimizer: cpu``) load and run under a
+    read-only root without a compiler: nothing is built at start."""
     probe = (
         "from deepspeed.git_version_info import installed_ops; "
-        "assert installed_ops['deepspeed_shm_comm'], installed_ops; "
-        "import deepspeed.ops.comm.deepspeed_shm_comm_op as op; print('op', op.__name__)"
+        "assert installed_ops['deepspeed_shm_comm'] and installed_ops['cpu_adam'], installed_ops; "
+        "import deepspeed.ops.comm.deepspeed_shm_comm_op as op; print('op', op.__name__); "
+        "import torch; from deepspeed.ops.adam import DeepSpeedCPUAdam; "
+        "from olmo.train.engine import use_prebuilt_cpu_adam; assert use_prebuilt_cpu_adam(); "
+        "p = torch.nn.Parameter(torch.zeros(8)); adam = DeepSpeedCPUAdam([p], lr=0.1); "
+        "p.grad = torch.ones(8); adam.step(); print('cpu_adam step', round(p[0].item(), 3))"
     )
     out = engine().containers.run(
         require_image("trainer"), entrypoint=["python3", "-c", probe], network_mode="none",
         remove=True, read_only=True, environment={"DS_ACCELERATOR": "cpu"},
     )  # fmt: skip
     assert b"op deepspeed.ops.comm.deepspeed_shm_comm_op" in out
+    assert b"cpu_adam step -0.1" in out  # Adam's first step moves by lr against the gradient
 
 
 # --------------------------------------------------------------------------------------------
