@@ -136,6 +136,7 @@ def test_the_trainer_image_ships_deepspeeds_cpu_ops_prebuilt() -> None:
     out = engine().containers.run(
         require_image("trainer"), entrypoint=["python3", "-c", probe], network_mode="none",
         remove=True, read_only=True, environment={"DS_ACCELERATOR": "cpu"},
+        tmpfs={"/tmp": "", "/home/olmo": ""},  # the pods' emptyDirs (torch writes its caches there)
     )  # fmt: skip
     assert b"op deepspeed.ops.comm.deepspeed_shm_comm_op" in out
     assert b"cpu_adam step -0.1" in out  # Adam's first step moves by lr against the gradient

@@ -73,7 +73,7 @@ def test_every_stage_trains_like_zero3_and_keeps_the_checkpoint_contract(runs):
     assert all(merged[k].shape == reference[k].shape for k in merged)
 
 
-@pytest.mark.parametrize(("source", "target"), [(3, 1), (1, 3), (2, 3)])
+@pytest.mark.parametrize(("source", "target"), [(3, 1), (1, 3)])  # 2 shares 1's path
 def test_resume_at_another_stage_continues_the_run(runs, tmp_path, dataset, source, target):
     run = tmp_path / "run"
     step4 = layout.checkpoints_dir(runs[source]) / "step000004"
