@@ -14,7 +14,6 @@ data-prep Job, the two-node trainer Job and the final rotation Job of the plain 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,15 +21,18 @@ from olmo.checkpoints import layout
 from olmo_operator import contract as c
 from tests.operator.capacity import (
     CLASS_NEVER,
-    NODEPOOL_CRD,
-    PROVISIONING_CRD,
     FakeProvisioner,
     karpenter_pool,
     provisioned_pool,
     validate_node_pool,
     validate_provisioning_request,
 )
-from tests.operator.conftest import K8s, running_operator, wait_for
+from tests.operator.conftest import K8s, wait_for
+from tests.operator.test_integration_capacity import (  # noqa: F401 (fixtures)
+    capacity_operator,
+    provisioner,
+    requests,
+)
 
 from .kubelet import Kubelet
 from .test_cluster_path import (
@@ -49,24 +51,7 @@ from .test_cluster_path import (
 
 pytestmark = pytest.mark.slow
 
-FEATURES = {c.ENV_FEATURE_PROVISIONING: "true", c.ENV_FEATURE_KARPENTER: "true"}
 QUEUED, ON_DEMAND = "h100-queued", "h100-on-demand"
-
-
-@pytest.fixture
-def capacity_operator(emulator, olmojob_resource, monkeypatch):
-    for crd in (PROVISIONING_CRD, NODEPOOL_CRD):
-        emulator.call(emulator.emulator.register_crd, crd)
-    with running_operator(monkeypatch, **FEATURES) as op:
-        yield op
-
-
-@pytest.fixture
-def provisioner(k8s: K8s) -> Iterator[FakeProvisioner]:
-    fake = FakeProvisioner(k8s).start()
-    yield fake
-    fake.stop()
-    assert not fake.errors, fake.errors
 
 
 def custom(k8s: K8s, plural: str, group: str, version: str, namespaced: bool = True) -> list:
@@ -77,10 +62,6 @@ def custom(k8s: K8s, plural: str, group: str, version: str, namespaced: bool = T
     return found["items"]
 
 
-def requests(k8s: K8s) -> list:
-    return custom(k8s, c.PROVISIONING_PLURAL, c.PROVISIONING_GROUP, c.PROVISIONING_VERSION)
-
-
 def node_pools(k8s: K8s) -> list:
     return custom(k8s, c.KARPENTER_PLURAL, c.KARPENTER_GROUP, c.KARPENTER_VERSION, False)
 
@@ -88,8 +69,8 @@ def node_pools(k8s: K8s) -> list:
 @pytest.mark.parametrize("kubelet_runtime", ["process"])
 def test_no_capacity_on_the_first_pool_falls_back_trains_and_leaves_nothing_behind(
     k8s: K8s,
-    capacity_operator,
-    provisioner: FakeProvisioner,
+    capacity_operator,  # noqa: F811 (the fixture)
+    provisioner: FakeProvisioner,  # noqa: F811 (the fixture)
     job_controller,
     kubelet: Kubelet,
     kubelet_runtime: str,
