@@ -17,11 +17,23 @@ Two runtimes turn a container into something that runs:
 What the kubelet does the same way for both (the emulation rules):
 
 - **Scheduling.** A pending pod without ``spec.nodeName`` is bound to a Node of this kubelet
-  (the first ``<prefix>-N`` without a live pod, made Ready on first use; a patch of
+  (the first ``<prefix>-N`` without a live pod that its required node affinity allows, made
+  Ready on first use and labelled ``kubernetes.io/hostname: <prefix>-N``; a patch of
   ``spec.nodeName`` stands in for the binding subresource, which the emulator lacks) and reported
   Pending with ``PodScheduled``. Its PersistentVolumeClaims must exist, otherwise it stays
   unbound (``PodScheduled=False``, ``Unschedulable``), as with a real scheduler. A pod is reported
   Running when its containers have started.
+- **Node affinity.** ``spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution``
+  is honoured as the scheduler does: its ``nodeSelectorTerms`` are ORed (an empty list, or an
+  empty term, allows no node); within a term every ``matchExpressions`` requirement (against the
+  Node's labels, as the API has them) and every ``matchFields`` one (key ``metadata.name``,
+  ``In``/``NotIn``) must hold; operators ``In``, ``NotIn``, ``Exists``, ``DoesNotExist``, ``Gt``,
+  ``Lt``, and ``NotIn``/``DoesNotExist`` hold on a node without the label. A pod that no free
+  node allows stays unbound (``Unschedulable``, "didn't match Pod's node affinity/selector") and
+  is tried again on every pass: it never takes a node its affinity excludes (the operator's
+  ``excludedNodes``: ``matchFields`` ``metadata.name NotIn [...]``). ``spec.nodeSelector`` and
+  preferred affinities are ignored: the kubelet's nodes stand in for every node pool (node pool
+  selection is the operator's decision, which its tests check on the pod spec).
 - **Graceful deletion.** The emulator removes a deleted object at once, whereas a real API server
   keeps a pod with a ``deletionTimestamp`` until its kubelet has stopped it. The kubelet therefore
   adds its finalizer (``FINALIZER``) when it starts a pod and removes it only once the containers
@@ -98,6 +110,19 @@ Process mode (:class:`ProcessRuntime`), in addition:
   environment variables equal to such a port, in ``127.0.0.1:port`` (after the DNS rewrite), and
   in an argument following a ``...port`` flag (or ``--...port=N``). Ports a container binds
   without declaring them are not remapped (two such pods on one port collide here).
+- **Broken volumes.** ``Kubelet(broken_claims={node: {claim, ...}})`` or
+  :meth:`Kubelet.break_claim` make a PersistentVolumeClaim broken on one node, as a stale NFS
+  mount would be: a pod bound to that node afterwards gets that claim's mounts (``subPath`` too)
+  pointing under a regular file (:meth:`Kubelet.broken_claim_path`), so that every read, write or
+  ``mkdir`` there fails with ENOTDIR (even as root); pods on other nodes, and pods bound before,
+  see the claim's folder. A ``workingDir`` there cannot be created: ``CreateContainerConfigError``.
+- **Signals.** :meth:`Kubelet.signal_process` sends a signal (``SIGSTOP`` to emulate a hung
+  process, ``SIGCONT``) to the processes of a pod whose program matches a pattern: the module of
+  ``python -m`` (torchrun's workers run ``python -u -m olmo.train.cli``), the script of
+  ``python script`` (torchrun itself), else the executable — see :func:`process_program`;
+  forked children with their parent's command line (DataLoader workers) match as it does. A
+  stopped process still ends with its pod: a SIGTERM waits in its queue, the SIGKILL after the
+  grace period (and :meth:`Kubelet.stop`) ends it.
 - Not emulated: ``securityContext`` (the processes run as the test's user), resource limits.
 
 Container mode (:class:`ContainerRuntime`, Docker through docker-py), in addition:
@@ -142,6 +167,9 @@ Container mode (:class:`ContainerRuntime`, Docker through docker-py), in additio
   :class:`ContainerRuntime` removes the containers left by test processes that no longer run.
 - Not emulated: ephemeral-storage limits and emptyDir ``sizeLimit`` on disk (eviction),
   ``hugepages``, GPUs, AppArmor/SELinux options, ``procMount``, user namespaces.
+
+Container mode has no broken volumes and no :meth:`Kubelet.signal_process`
+(``NotImplementedError``).
 
 Not emulated in either mode: init and sidecar containers, probes, image pulls, ``projected``
 and ``downwardAPI`` volumes, Service virtual IPs, the service account token mount.
@@ -409,6 +437,133 @@ def milli_cpus(value: Any) -> int:
     return math.ceil(parse_quantity(value) * 1000)
 
 
+# --------------------------------------------------------------------------------------------
+# Pure helpers: required node affinity, process programs
+
+
+NODE_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt")
+
+
+def required_node_terms(pod: JSON) -> list[JSON] | None:
+    """``spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution
+    .nodeSelectorTerms`` of ``pod``; None when the pod requires nothing of its node."""
+    affinity = ((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {}
+    required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+    if required is None:
+        return None
+    return list(required.get("nodeSelectorTerms") or [])
+
+
+def _requirement_matches(req: JSON, value: str | None, where: str) -> bool:
+    """One ``matchExpressions``/``matchFields`` requirement against the node's value (None: the
+    node has no such label), with label-selector semantics: ``NotIn`` and ``DoesNotExist``
+    match a node without the key; ``Gt``/``Lt`` compare integers."""
+    operator, values = req.get("operator"), [str(v) for v in req.get("values") or []]
+    if operator not in NODE_OPERATORS:
+        raise ValueError(f"{where}: operator {operator!r} is not one of {NODE_OPERATORS}")
+    if operator in ("In", "NotIn") and not values:
+        raise ValueError(f"{where}: operator {operator} needs values")
+    if operator in ("Exists", "DoesNotExist") and values:
+        raise ValueError(f"{where}: operator {operator} takes no values")
+    if operator == "In":
+        return value is not None and value in values
+    if operator == "NotIn":
+        return value is None or value not in values
+    if operator == "Exists":
+        return value is not None
+    if operator == "DoesNotExist":
+        return value is None
+    if len(values) != 1 or not re.fullmatch(r"-?\d+", values[0]):
+        raise ValueError(f"{where}: operator {operator} needs one integer value")
+    if value is None or not re.fullmatch(r"-?\d+", value):
+        return False
+    return int(value) > int(values[0]) if operator == "Gt" else int(value) < int(values[0])
+
+
+def node_selector_term_matches(term: JSON, name: str, labels: Mapping[str, str]) -> bool:
+    """A ``nodeSelectorTerm``: all its ``matchExpressions`` (against the node's labels) and
+    ``matchFields`` (``metadata.name``, ``In``/``NotIn``) hold; an empty term matches no node.
+    ValueError for what Kubernetes would reject."""
+    expressions, fields = term.get("matchExpressions") or [], term.get("matchFields") or []
+    if not expressions and not fields:
+        return False
+    ok = True
+    for req in expressions:
+        key = req.get("key")
+        if not key:
+            raise ValueError("matchExpressions: a requirement without a key")
+        ok = _requirement_matches(req, labels.get(key), f"matchExpressions {key}") and ok
+    for req in fields:
+        if req.get("key") != "metadata.name":
+            raise ValueError(
+                f"matchFields: key {req.get('key')!r} is not supported (metadata.name)"
+            )
+        if req.get("operator") not in ("In", "NotIn"):
+            raise ValueError(f"matchFields: operator {req.get('operator')!r} (In or NotIn only)")
+        ok = _requirement_matches(req, name, "matchFields metadata.name") and ok
+    return ok
+
+
+def node_affinity_matches(pod: JSON, name: str, labels: Mapping[str, str]) -> bool:
+    """Whether node ``name`` with ``labels`` satisfies the pod's required node affinity: any of
+    its ``nodeSelectorTerms`` (ORed; none listed: no node). True without a requirement."""
+    terms = required_node_terms(pod)
+    if terms is None:
+        return True
+    results = [node_selector_term_matches(term, name, labels) for term in terms]  # all checked
+    return any(results)
+
+
+def _referenced_values(terms: Iterable[JSON]) -> set[str]:
+    """Every value named by the terms' requirements (the nodes they can tell apart by name)."""
+    return {
+        str(v)
+        for term in terms
+        for req in [*(term.get("matchExpressions") or []), *(term.get("matchFields") or [])]
+        for v in req.get("values") or []
+    }
+
+
+_PYTHON = re.compile(r"^python[0-9.]*$")
+_PYTHON_FLAGS = set("bBdEhiIOPqsSuvVx")
+"""Python's one-letter options that take no value (they combine: ``-uB``)."""
+
+
+def process_program(argv: list[str]) -> str:
+    """What a process runs, for :meth:`Kubelet.signal_process`: for a Python interpreter the
+    module after ``-m`` (``olmo.train.cli``), ``-c`` for inline code, else the script
+    (``/opt/venv/bin/torchrun``); for anything else its executable (``argv[0]``)."""
+    if not argv:
+        return ""
+    if not _PYTHON.match(os.path.basename(argv[0])):
+        return argv[0]
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return argv[i + 1] if i + 1 < len(argv) else argv[0]
+        if arg.startswith("--"):  # --check-hash-based-pycs takes a value; the rest do not
+            i += 2 if arg == "--check-hash-based-pycs" else 1
+            continue
+        if not arg.startswith("-") or arg == "-":
+            return arg  # the script (or "-": stdin)
+        i += 1
+        for j, flag in enumerate(arg[1:], 1):
+            if flag in _PYTHON_FLAGS:
+                continue
+            rest = arg[j + 1 :]
+            if flag == "c":
+                return "-c"
+            if flag == "m":
+                return rest or (argv[i] if i < len(argv) else "")
+            if flag in "WX":  # a value: the rest of this argument, else the next one
+                if not rest:
+                    i += 1
+                break
+            break  # unknown: leave it
+    return argv[0]
+
+
 class ConfigError(Exception):
     """The container cannot be configured yet (``CreateContainerConfigError``)."""
 
@@ -418,7 +573,8 @@ class MountError(Exception):
 
 
 class Unschedulable(Exception):
-    """The pod cannot be placed (a missing PersistentVolumeClaim)."""
+    """The pod cannot be placed (a missing PersistentVolumeClaim, no node its required node
+    affinity allows)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -667,7 +823,10 @@ class ProcessRuntime:
         c.env = {**base, **resolved, **self.override_env, MARKER: c.marker}
         workdir = spec.get("workingDir")
         c.cwd = rewrite(workdir) if workdir else str(folder / c.name / "workdir")
-        Path(c.cwd).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(c.cwd).mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # e.g. on a broken claim
+            raise ConfigError(f"container {c.name}: workingDir {workdir}: {e}") from None
         c.argv = argv
 
     def start(self, c: Container) -> None:
@@ -1200,6 +1359,7 @@ class Kubelet:
         interval: float = 0.05,
         max_backoff: float = DEFAULT_MAX_BACKOFF,
         node_prefix: str = "e2e-node",
+        broken_claims: Mapping[str, Iterable[str]] | None = None,
     ):
         self.k8s = k8s
         self.namespace = k8s.namespace
@@ -1235,6 +1395,11 @@ class Kubelet:
             )
         self.runtime: Runtime = runtime
         runtime.bind(self)
+        self.broken_claims: dict[str, set[str]] = {}
+        """Node → the PersistentVolumeClaims whose mounts are broken there (process mode)."""
+        for node, claims in (broken_claims or {}).items():
+            for claim in claims:
+                self.break_claim(node, claim)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -1277,6 +1442,61 @@ class Kubelet:
     def pod_dir(self, pod: str, namespace: str | None = None) -> Path:
         """The host folder of pod ``pod`` (its logs, emptyDirs, configMap/secret volumes)."""
         return self.root / "pods" / f"{namespace or self.namespace}_{pod}"
+
+    def break_claim(self, node: str, claim: str) -> None:
+        """Break PersistentVolumeClaim ``claim`` on ``node``: pods bound to ``node`` from now on
+        mount it at :meth:`broken_claim_path`, where nothing can be read or created (process
+        mode only; see the module docstring)."""
+        if self.runtime.kind != "process":
+            raise NotImplementedError("broken claims are emulated in process mode only")
+        with self._lock:
+            self.broken_claims.setdefault(node, set()).add(claim)
+
+    def repair_claim(self, node: str, claim: str) -> None:
+        """Undo :meth:`break_claim` for the pods bound to ``node`` from now on."""
+        with self._lock:
+            self.broken_claims.get(node, set()).discard(claim)
+
+    def broken_claim_path(self, node: str, claim: str) -> Path:
+        """Where a broken claim's mounts point on ``node``: a path under a regular file, so that
+        every access fails with ENOTDIR (even as root)."""
+        return self.root / "broken-mounts" / node / claim
+
+    def signal_process(self, pod: str, pattern: str, sig: int) -> list[int]:
+        """Send ``sig`` to the processes of ``pod``'s containers whose program (see
+        :func:`process_program`: the module of ``python -m``, a script, else the executable)
+        matches the regular expression ``pattern`` (``re.search``); the pids signalled, sorted.
+        ValueError when the pod does not run here or no process matches (process mode only)."""
+        if self.runtime.kind != "process":
+            raise NotImplementedError("signal_process works in process mode only")
+        with self._lock:
+            run = self.pods.get(pod)
+            if run is None or run.finished:
+                raise ValueError(f"pod {pod} is not running on this kubelet")
+            prefix = f"{self.id}/{run.namespace}/{run.name}/"
+            found, seen = [], []
+            for proc in marked_processes(prefix):
+                try:
+                    if proc.status() == psutil.STATUS_ZOMBIE:
+                        continue
+                    program = process_program(proc.cmdline())
+                except psutil.Error:
+                    continue
+                seen.append(program)
+                if re.search(pattern, program):
+                    found.append(proc)
+            signalled = []
+            for proc in found:
+                with contextlib.suppress(psutil.Error):
+                    proc.send_signal(sig)
+                    signalled.append(proc.pid)
+            if not signalled:
+                raise ValueError(
+                    f"no process of pod {pod} runs a program matching {pattern!r} "
+                    f"(programs: {sorted(set(seen))})"
+                )
+            self._note(run, f"signal {signal.Signals(sig).name} to {sorted(signalled)}")
+            return sorted(signalled)
 
     def preempt(self, pod: str, reason: str = "TerminationByKubelet") -> None:
         """Disrupt ``pod`` as its node going away would (see the module docstring)."""
@@ -1415,7 +1635,11 @@ class Kubelet:
             except Unschedulable as e:
                 self._pending(pod, "Unschedulable", str(e))
                 return
-            node = self._free_node(busy)
+            try:
+                node = self._free_node(busy, pod)
+            except Unschedulable as e:
+                self._pending(pod, "Unschedulable", str(e))
+                return
             patch = {"spec": {"nodeName": node}}  # stands in for the binding subresource
             pod = self.k8s.to_dict(
                 self.k8s.core.patch_namespaced_pod(name, meta["namespace"], patch)
@@ -1520,12 +1744,49 @@ class Kubelet:
                     ) from None
                 raise
 
-    def _free_node(self, busy: set[str]) -> str:
-        """The first of this kubelet's nodes without a live pod (made Ready on first use)."""
-        n = 0
-        while f"{self.node_prefix}-{n}" in busy:
-            n += 1
-        name = f"{self.node_prefix}-{n}"
+    def _free_node(self, busy: set[str], pod: JSON | None = None) -> str:
+        """The first of this kubelet's nodes without a live pod that satisfies the pod's required
+        node affinity (made Ready on first use); Unschedulable when none does."""
+        terms = required_node_terms(pod or {})
+        if terms is None:
+            n = 0
+            while f"{self.node_prefix}-{n}" in busy:
+                n += 1
+            return self._ensure_node(f"{self.node_prefix}-{n}")
+        labels = {
+            node["metadata"]["name"]: node["metadata"].get("labels") or {}
+            for node in self.k8s.to_dict(self.k8s.core.list_node()).get("items") or []
+            if node["metadata"]["name"].startswith(f"{self.node_prefix}-")
+        }
+        # Among the first `limit` names one is free, not yet a Node and named by no requirement:
+        # every later name that is neither a Node nor named gets its verdict, so only those
+        # named and existing ones need looking at past it.
+        referenced = _referenced_values(terms)
+        limit = len(busy) + len(labels) + len(referenced) + 1
+        own = re.compile(rf"^{re.escape(self.node_prefix)}-(\d+)$")
+        beyond = {int(m.group(1)) for v in (*referenced, *labels) if (m := own.match(v))}
+        candidates = sorted({*range(limit), *beyond})
+        taken = 0
+        for n in candidates:
+            name = f"{self.node_prefix}-{n}"
+            if name in busy:
+                taken += 1
+                continue
+            try:
+                fits = node_affinity_matches(
+                    pod or {}, name, labels.get(name, {"kubernetes.io/hostname": name})
+                )
+            except ValueError as e:
+                raise Unschedulable(f"invalid node affinity: {e}") from None
+            if fits:
+                return self._ensure_node(name)
+        raise Unschedulable(
+            f"0/{len(candidates)} nodes are available: {taken} node(s) already run a pod, "
+            f"{len(candidates) - taken} node(s) didn't match Pod's node affinity/selector"
+        )
+
+    def _ensure_node(self, name: str) -> str:
+        """Node ``name`` exists (labelled ``kubernetes.io/hostname``) and is Ready."""
         if name not in self._nodes:
             body = {"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}}
             try:
@@ -1541,13 +1802,22 @@ class Kubelet:
     def _volumes(self, pod: JSON, folder: Path) -> dict[str, list[VolumeMount]]:
         """Set up every volume; return each container's mounts."""
         namespace = pod["metadata"]["namespace"]
+        node = pod["spec"].get("nodeName") or ""
+        broken = set(self.broken_claims.get(node, ()))
         hosts: dict[str, tuple[Path, str, JSON]] = {}
         for volume in pod["spec"].get("volumes") or []:
             name = volume["name"]
             if "persistentVolumeClaim" in volume:
                 kind = "persistentVolumeClaim"
-                path = self.claim_dir(volume[kind]["claimName"], namespace)
-                path.mkdir(parents=True, exist_ok=True)
+                claim = volume[kind]["claimName"]
+                if claim in broken:
+                    path = self.broken_claim_path(node, claim)
+                    if not path.parent.is_file():
+                        path.parent.parent.mkdir(parents=True, exist_ok=True)
+                        path.parent.write_text(f"claim mounts on {node} are broken\n")
+                else:
+                    path = self.claim_dir(claim, namespace)
+                    path.mkdir(parents=True, exist_ok=True)
             elif "emptyDir" in volume:
                 kind = "emptyDir"
                 path = folder / "volumes" / name
@@ -1575,7 +1845,8 @@ class Kubelet:
                 host = volume_host
                 if mount.get("subPath"):
                     host = host / mount["subPath"]
-                    host.mkdir(parents=True, exist_ok=True)
+                    with contextlib.suppress(NotADirectoryError):  # a broken claim stays so
+                        host.mkdir(parents=True, exist_ok=True)
                 empty_dir = volume.get("emptyDir") or {}
                 size = empty_dir.get("sizeLimit")
                 try:

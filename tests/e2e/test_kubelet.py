@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -33,8 +34,10 @@ from .kubelet import (
     field_value,
     memory_bytes,
     milli_cpus,
+    node_affinity_matches,
     parse_quantity,
     pod_dns_names,
+    process_program,
     remap_port_args,
     remap_ports_in_text,
     remove_orphans,
@@ -415,6 +418,195 @@ def test_a_deployments_pod_restarts_with_back_off_and_goes_with_it(k8s, kubelet)
     assert owner["kind"] == "ReplicaSet" and owner["name"].startswith("crashy-")
     k8s.apps.delete_namespaced_deployment("crashy", k8s.namespace)
     wait_for(lambda: not k8s.pods("app=crashy"), TIMEOUT, message="the pods to be collected")
+
+
+# --------------------------------------------------------------------------------------------
+# Node affinity, broken claims, signals (the preflight's and hang detection's tests use them)
+
+
+def affinity(*terms: dict) -> dict:
+    required = {"nodeSelectorTerms": list(terms)}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
+
+
+def names(operator: str, *values: str) -> dict:
+    """A ``matchFields`` term on the node name (the operator's ``excludedNodes`` with NotIn)."""
+    return {"matchFields": [{"key": "metadata.name", "operator": operator, "values": list(values)}]}
+
+
+def test_required_node_affinity_follows_the_schedulers_rules():
+    labels = {"kubernetes.io/hostname": "n-1", "zone": "a", "gpus": "8"}
+
+    def fits(*terms: dict, name: str = "n-1") -> bool:
+        return node_affinity_matches({"spec": {"affinity": affinity(*terms)}}, name, labels)
+
+    def expr(key: str, operator: str, *values: str) -> dict:
+        req = {"key": key, "operator": operator}
+        if values:
+            req["values"] = list(values)
+        return req
+
+    assert node_affinity_matches({"spec": {}}, "n-1", {})  # no requirement: any node
+    assert fits(names("NotIn", "n-0", "n-2")) and not fits(names("NotIn", "n-1"))
+    assert fits(names("In", "n-1")) and not fits(names("In", "n-1"), name="n-2")
+    assert fits({"matchExpressions": [expr("zone", "In", "a", "b"), expr("gpus", "Gt", "4")]})
+    assert not fits({"matchExpressions": [expr("zone", "In", "a"), expr("gpus", "Lt", "4")]})
+    assert fits({"matchExpressions": [expr("spot", "NotIn", "true"), expr("spot", "DoesNotExist")]})
+    assert not fits({"matchExpressions": [expr("spot", "Exists")]})
+    assert not fits({"matchExpressions": [expr("spot", "Gt", "1")]})  # Gt needs the label
+    # Expressions and fields of one term are ANDed, terms ORed; an empty term allows nothing.
+    both = {"matchExpressions": [expr("zone", "In", "a")], **names("NotIn", "n-1")}
+    assert not fits(both)
+    assert fits(both, names("In", "n-1")) and not fits() and not fits({})
+    for bad, message in (
+        ({"matchExpressions": [expr("zone", "Near", "a")]}, "operator 'Near'"),
+        ({"matchExpressions": [expr("zone", "In")]}, "needs values"),
+        ({"matchExpressions": [expr("zone", "Exists", "a")]}, "takes no values"),
+        ({"matchExpressions": [expr("gpus", "Gt", "many")]}, "one integer value"),
+        ({"matchFields": [expr("metadata.uid", "In", "u")]}, "metadata.name"),
+        ({"matchFields": [expr("metadata.name", "Exists")]}, "In or NotIn only"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            fits(bad)
+
+
+def test_the_program_of_a_process_is_its_python_module_or_script_else_its_executable():
+    venv = "/opt/venv/bin"
+    torchrun = [f"{venv}/python", f"{venv}/torchrun", "--nnodes", "2", "-m", "olmo.train.cli"]
+    assert process_program(torchrun) == f"{venv}/torchrun"
+    assert process_program([f"{venv}/python", "-u", "-m", "olmo.train.cli", "--config"]) == (
+        "olmo.train.cli"
+    )
+    assert process_program(["python3.11", "-uB", "-X", "dev", "-mhttp.server"]) == "http.server"
+    assert process_program(["python3", "-Wignore", "-uc", "import olmo.train.cli"]) == "-c"
+    assert process_program(["python", "--", "script.py"]) == "script.py"
+    entrypoint = ["/bin/sh", "-c", 'exec "$@"', "sh", "torchrun", "-m", "olmo.train.cli"]
+    assert process_program(entrypoint) == "/bin/sh"
+    assert process_program(["sleep", "30"]) == "sleep" and process_program([]) == ""
+
+
+def bound_node(k8s: K8s, name: str) -> str:
+    return wait_for(lambda: k8s.pod(name)["spec"].get("nodeName"), TIMEOUT)
+
+
+def test_pods_are_bound_only_to_nodes_their_required_affinity_allows(k8s: K8s, kubelet: Kubelet):
+    create(
+        k8s, sh_pod("avoids", "true", affinity=affinity(names("NotIn", "e2e-node-0", "e2e-node-1")))
+    )
+    assert bound_node(k8s, "avoids") == "e2e-node-2"
+    hostname = {
+        "matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "In", "values": ["e2e-node-4"]}
+        ]
+    }
+    create(k8s, sh_pod("by-label", "true", affinity=affinity(hostname)))
+    assert bound_node(k8s, "by-label") == "e2e-node-4"
+    node = k8s.to_dict(k8s.core.read_node("e2e-node-4"))
+    assert node["metadata"]["labels"]["kubernetes.io/hostname"] == "e2e-node-4"
+    # nodeSelector stays ignored: node pools are the operator's decision.
+    create(k8s, sh_pod("selector", "true", nodeSelector={"pool": "spot"}))
+    assert bound_node(k8s, "selector") == "e2e-node-0"
+
+    # Only e2e-node-0 (busy) allowed — or a node that does not exist: the pod waits unbound
+    # while free nodes are excluded, and takes e2e-node-0 once it is free.
+    for name in ("avoids", "by-label", "selector"):
+        wait_for(lambda name=name: phase(k8s, name) == "Succeeded", TIMEOUT)
+    create(k8s, sh_pod("holder", "sleep 30", terminationGracePeriodSeconds=1))
+    assert bound_node(k8s, "holder") == "e2e-node-0"
+    wait_for(lambda: phase(k8s, "holder") == "Running", TIMEOUT)
+    nowhere = {"matchExpressions": [{"key": "pool", "operator": "Exists"}]}
+    create(k8s, sh_pod("waiter", "true", affinity=affinity(names("In", "e2e-node-0"), nowhere)))
+
+    def unschedulable() -> dict | None:
+        conditions = (k8s.pod("waiter").get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c.get("reason") == "Unschedulable"), None)
+
+    condition = wait_for(unschedulable, TIMEOUT)
+    assert condition["status"] == "False"
+    assert "didn't match Pod's node affinity" in condition["message"]
+    time.sleep(0.5)  # several kubelet passes
+    assert not k8s.pod("waiter")["spec"].get("nodeName")
+    assert phase(k8s, "waiter") == "Pending"
+    k8s.core.delete_namespaced_pod("holder", k8s.namespace)
+    wait_for(lambda: phase(k8s, "waiter") == "Succeeded", TIMEOUT)
+    assert k8s.pod("waiter")["spec"]["nodeName"] == "e2e-node-0"
+
+
+def test_a_broken_claim_fails_every_write_on_its_node_only(k8s: K8s, kubelet: Kubelet):
+    claim(k8s, "ckpt")
+    kubelet.break_claim("e2e-node-0", "ckpt")
+    script = "mkdir -p /ckpt/run/.preflight && echo ok > /ckpt/run/.preflight/probe"
+    for node in ("e2e-node-0", "e2e-node-1"):
+        create(
+            k8s,
+            sh_pod(
+                f"on-{node}",
+                script,
+                affinity=affinity(names("In", node)),
+                container={"volumeMounts": [{"name": "c", "mountPath": "/ckpt"}]},
+                volumes=[{"name": "c", "persistentVolumeClaim": {"claimName": "ckpt"}}],
+            ),
+        )
+    wait_for(lambda: phase(k8s, "on-e2e-node-0") == "Failed", TIMEOUT)
+    wait_for(lambda: phase(k8s, "on-e2e-node-1") == "Succeeded", TIMEOUT)
+    assert "Not a directory" in kubelet.log_of("on-e2e-node-0")
+    assert (kubelet.claim_dir("ckpt") / "run/.preflight/probe").read_text() == "ok\n"
+    assert kubelet.broken_claim_path("e2e-node-0", "ckpt").parent.is_file()
+
+
+def test_a_stopped_process_stays_stopped_and_still_ends_with_its_pod(k8s: K8s, kubelet: Kubelet):
+    # The main process forwards SIGTERM and waits for its child, as the trainer's entrypoint
+    # and torchrun do: a stopped child keeps the pod until the grace period's SIGKILL.
+    script = "sleep 300 & child=$!; trap 'kill -TERM $child; wait $child; exit 0' TERM; wait"
+    create(k8s, sh_pod("hung", script, terminationGracePeriodSeconds=1))
+    wait_for(lambda: phase(k8s, "hung") == "Running", TIMEOUT)
+    pids = wait_for(lambda: _signal_or_none(kubelet, "hung", "^sleep$", signal.SIGSTOP), TIMEOUT)
+    assert len(pids) == 1
+    (sleeper,) = (psutil.Process(pid) for pid in pids)
+    wait_for(lambda: sleeper.status() == psutil.STATUS_STOPPED, TIMEOUT)
+    assert kubelet.signal_process("hung", "sleep", signal.SIGCONT) == pids
+    wait_for(lambda: sleeper.status() != psutil.STATUS_STOPPED, TIMEOUT)
+    kubelet.signal_process("hung", "sleep", signal.SIGSTOP)
+    with pytest.raises(ValueError, match=r"no process of pod hung .*'/bin/sh'"):
+        kubelet.signal_process("hung", "olmo.train.cli", signal.SIGSTOP)
+    with pytest.raises(ValueError, match="not running"):
+        kubelet.signal_process("absent", "sleep", signal.SIGSTOP)
+
+    started = time.monotonic()
+    k8s.core.delete_namespaced_pod("hung", k8s.namespace)
+    wait_for(lambda: phase(k8s, "hung") == "<gone>", TIMEOUT)
+    assert time.monotonic() - started >= 1.0  # SIGTERM did not end it: SIGKILL did
+    run = next(r for r in kubelet.runs() if r.name == "hung")
+    assert run.containers[0].exit_code == 137
+    wait_for(lambda: gone(sleeper), TIMEOUT)  # SIGKILL is delivered asynchronously
+
+    # A whole pod stopped (its main process too): stop() still ends every process of it.
+    create(k8s, sh_pod("frozen", "sleep 300 & wait"))
+    wait_for(lambda: phase(k8s, "frozen") == "Running", TIMEOUT)
+    wait_for(lambda: _signal_or_none(kubelet, "frozen", "^sleep$", signal.SIGCONT), TIMEOUT)
+    frozen = [psutil.Process(pid) for pid in kubelet.signal_process("frozen", ".", signal.SIGSTOP)]
+    assert len(frozen) == 2
+    wait_for(lambda: all(p.status() == psutil.STATUS_STOPPED for p in frozen), TIMEOUT)
+    kubelet.stop()
+    wait_for(lambda: all(gone(p) for p in frozen), TIMEOUT)
+    main = next(r for r in kubelet.runs() if r.name == "frozen").containers[0].proc
+    assert main is not None and main.returncode == -signal.SIGKILL
+
+
+def gone(proc: psutil.Process) -> bool:
+    """Dead (a zombie until its new parent reaps it)."""
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _signal_or_none(kubelet: Kubelet, pod: str, pattern: str, sig: int) -> list[int] | None:
+    """``signal_process`` once the shell has started its child (None until then)."""
+    try:
+        return kubelet.signal_process(pod, pattern, sig)
+    except ValueError:
+        return None
 
 
 # --------------------------------------------------------------------------------------------
