@@ -2,12 +2,20 @@
 
     olmo-train --config configs/tiny.yaml --run-dir runs/tiny [--resume latest] [--set k=v ...]
     olmo-train --config ... --run-dir s3://bucket/runs/tiny [--staging-dir /scratch]
+    olmo-train --config ... --run-dir ... --preflight-timeout 300
     torchrun --nproc-per-node 2 -m olmo.train.cli --config ... --run-dir ...
     olmo-train inspect-batch --run-dir runs/tiny --step 12 [--json]
     olmo-train plot runs/tiny
 
 Exit codes (``olmo.train.exit_codes``): 0 done, 1 failed, 2 bad config, 3 fenced (a newer attempt
-owns the run directory), 75 preempted (resumable).
+owns the run directory), 75 preempted (resumable), 77 preflight failed.
+
+With a preflight time limit (``--preflight-timeout`` or ``OLMO_PREFLIGHT_TIMEOUT_SECONDS``, > 0)
+every rank checks its device, the run directory's storage and the collectives
+(``olmo.train.preflight``) once the process group is up and before the trainer is built; any
+failure ends every rank with 77. Started by the operator, rank 0 reports ``state`` as it goes:
+``starting`` from the process start, ``preflight`` while it runs (then its result), ``starting``
+again while the trainer is built and the checkpoint loaded, ``training`` once it is built.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -45,27 +54,69 @@ def _train_parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config field, e.g. --set optimizer.lr=1e-3 (repeatable)",
     )  # fmt: skip
+    p.add_argument(
+        "--preflight-timeout", metavar="SECONDS",
+        help="check devices, storage and collectives before training, within this time limit "
+        "(default: $OLMO_PREFLIGHT_TIMEOUT_SECONDS; 0 or absent: no preflight)",
+    )  # fmt: skip
     return p
 
 
 def train_main(argv: list[str]) -> int:
+    from olmo.json_records import now_iso
+
+    started = now_iso()
     args = _train_parser().parse_args(argv)
     from olmo.train.config import load_train_config
+    from olmo.train.preflight import preflight_timeout
 
     try:
         config = load_train_config(args.config, args.overrides)
-    except ConfigError as e:
+        preflight = preflight_timeout(args.preflight_timeout)
+    except (ConfigError, ValueError) as e:
         print(f"olmo-train: {e}", file=sys.stderr)
         return exit_codes.CONFIG_ERROR
     # DeepSpeed still calls torch.distributed functions that torch has renamed.
     warnings.filterwarnings("ignore", message=r".*torch\.distributed\.\w+` is deprecated")
+    from olmo.train.callbacks.progress import JobProgress
+
+    # Rank 0 of an operator run reports from the start (before the process group is up).
+    progress = JobProgress.from_env(int(os.environ.get("RANK", "0")) == 0)
+    if progress is not None:
+        progress.set_state("starting", since=started)
+    try:
+        return _train(args, config, preflight, progress)
+    finally:
+        if progress is not None:  # sends what is pending (the trainer may have closed it)
+            progress.close()
+
+
+def _train(args, config, preflight: float, progress) -> int:
     from olmo.train.distributed import init_distributed
 
-    dist = init_distributed()
+    try:
+        dist = init_distributed()
+    except ValueError as e:  # a bad OLMO_COLLECTIVE_TIMEOUT_SECONDS
+        print(f"olmo-train: {e}", file=sys.stderr)
+        return exit_codes.CONFIG_ERROR
     logging.basicConfig(
         level=logging.INFO if dist.is_main else logging.WARNING,
         format=f"%(asctime)s [rank{dist.rank}] %(levelname)s %(name)s: %(message)s",
     )
+    if preflight > 0:
+        from olmo.train.preflight import log_result, run_preflight
+
+        if progress is not None:
+            progress.set_state("preflight")
+        result = run_preflight(dist, args.run_dir, preflight)
+        if dist.is_main:
+            log_result(result)
+        if progress is not None:
+            progress.report_preflight(result.as_report())
+        if not result.passed:
+            return exit_codes.PREFLIGHT_FAILED
+        if progress is not None:  # building the trainer, loading the checkpoint
+            progress.set_state("starting")
     from olmo.checkpoints.fence import FencedError
     from olmo.train.trainer import Trainer
 
@@ -81,6 +132,8 @@ def train_main(argv: list[str]) -> int:
         return exit_codes.CONFIG_ERROR
     from olmo.train.upload import UploadError
 
+    if progress is not None:
+        progress.set_state("training")
     try:
         return trainer.fit()
     except FencedError as e:  # a newer attempt took the run directory while this one trained

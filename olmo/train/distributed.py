@@ -3,10 +3,18 @@
 torchrun (and the operator's pods) provide RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
 MASTER_PORT; a plain ``olmo-train`` call gets a one-process group on a free local port. nccl
 on GPU, gloo on CPU, chosen from what the machine has.
+
+``OLMO_COLLECTIVE_TIMEOUT_SECONDS`` (set by the operator, in agreement with its hang timeout) is
+the process group's collective timeout: a collective that some rank never joins fails after it
+on the ranks that wait (NCCL through its watchdog, gloo by an error), so a hung rank ends the
+attempt instead of holding the gang forever. Absent, 30 minutes (torch's default; DeepSpeed's
+own would be 10). ``cpu_group`` makes the gloo group with a timeout of its own
+that the preflight (``olmo.train.preflight``) uses.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 from dataclasses import dataclass
@@ -27,6 +35,31 @@ class DistInfo:
         return self.rank == 0
 
 
+COLLECTIVE_TIMEOUT_ENV = "OLMO_COLLECTIVE_TIMEOUT_SECONDS"
+DEFAULT_COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=30)
+"""Without ``OLMO_COLLECTIVE_TIMEOUT_SECONDS``: torch's own default (DeepSpeed's would be 10
+minutes, below the operator's derived hang timeout, so a slow rank would fail as a plain error
+before the operator could call it a hang)."""
+
+
+def collective_timeout(environ: dict[str, str] | None = None) -> datetime.timedelta | None:
+    """The collective timeout from ``OLMO_COLLECTIVE_TIMEOUT_SECONDS`` (None: absent or empty;
+    ValueError for anything but a positive number of seconds)."""
+    env = os.environ if environ is None else environ
+    text = (env.get(COLLECTIVE_TIMEOUT_ENV) or "").strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(
+            f"{COLLECTIVE_TIMEOUT_ENV}={text!r}: expected a positive number of seconds"
+        )
+    return datetime.timedelta(seconds=seconds)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -34,7 +67,9 @@ def _free_port() -> int:
 
 
 def init_distributed() -> DistInfo:
-    """Initialise torch.distributed through DeepSpeed and pick this rank's device."""
+    """Initialise torch.distributed through DeepSpeed and pick this rank's device (ValueError
+    for a bad ``OLMO_COLLECTIVE_TIMEOUT_SECONDS``, before anything starts)."""
+    timeout = collective_timeout()
     use_cuda = torch.cuda.is_available()
     if not use_cuda:
         # DeepSpeed picks its accelerator at import time; make the CPU choice explicit.
@@ -52,7 +87,7 @@ def init_distributed() -> DistInfo:
         torch.cuda.set_device(local_rank)
     import deepspeed
 
-    deepspeed.init_distributed(dist_backend=backend)
+    deepspeed.init_distributed(dist_backend=backend, timeout=timeout or DEFAULT_COLLECTIVE_TIMEOUT)
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     return DistInfo(rank, local_rank, world, device, backend)
 
@@ -72,3 +107,12 @@ def any_rank(flag: bool, device: torch.device) -> bool:
 
 def barrier() -> None:
     torch.distributed.barrier()
+
+
+def cpu_group(timeout_seconds: float):
+    """A new gloo group of every rank whose collectives fail after ``timeout_seconds`` (a
+    collective call itself: every rank must call it, in the same order). Destroy it with
+    ``torch.distributed.destroy_process_group(group)`` when done."""
+    return torch.distributed.new_group(
+        backend="gloo", timeout=datetime.timedelta(seconds=timeout_seconds)
+    )

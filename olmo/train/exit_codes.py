@@ -20,3 +20,9 @@ PREEMPTED = 75
 """SIGTERM received (node preemption, eviction, drain): the trainer finished its step, saved a
 checkpoint if the grace period allowed, and exited. Resumable with ``--resume latest``; not a
 failure. (75 is EX_TEMPFAIL in sysexits.h: "temporary failure, try again".)"""
+PREFLIGHT_FAILED = 77
+"""The preflight (``olmo.train.preflight``, run when ``OLMO_PREFLIGHT_TIMEOUT_SECONDS`` > 0) found
+a broken device, storage or collective on some rank: every rank exits with this code before
+training, after rank 0 reported the failures (``preflight`` in the progress report, naming each
+failing rank's node). torchrun turns a worker's code into its own 1, so the operator reads the
+report, not the code; a preflight failure is not charged to the restart budget."""

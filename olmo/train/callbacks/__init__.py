@@ -2,12 +2,30 @@
 its own timing (``base`` holds the hooks):
 
 - ``train_metrics``: metrics.jsonl / W&B and the step log line;
-- ``progress``: progress reports to the OLMoJob;
+- ``progress``: progress reports to the OLMoJob (state, throughput, checkpoints);
 - ``checkpointer``: save cadence, SIGTERM save, rotation;
 - ``validation``: held-out perplexity;
 - ``downstream``: in-loop downstream tasks.
 """
 
-from olmo.train.callbacks.base import Callback, Callbacks, Saved, StepEnd
+from olmo.train.callbacks.base import (
+    EVALUATING,
+    SAVING,
+    TRAINING,
+    Callback,
+    Callbacks,
+    Saved,
+    StepEnd,
+    Throughput,
+)
 
-__all__ = ["Callback", "Callbacks", "Saved", "StepEnd"]
+__all__ = [
+    "EVALUATING",
+    "SAVING",
+    "TRAINING",
+    "Callback",
+    "Callbacks",
+    "Saved",
+    "StepEnd",
+    "Throughput",
+]

@@ -3,6 +3,12 @@
 A callback overrides the hooks it needs; every hook is called on every rank, in the order the
 callbacks were given (``Callbacks``), so a callback may run collectives in it as long as it
 decides the same on every rank.
+
+Two hooks carry news from one callback to the others rather than from the loop: a callback in a
+``Callbacks`` aggregate tells its peers what the trainer is doing now (``announce`` →
+``on_activity``: ``saving`` and ``evaluating`` while they block training, then ``training``
+again, the states of the progress report), and the throughput it measured (``publish`` →
+``on_throughput``). Outside an aggregate both go nowhere.
 """
 
 from __future__ import annotations
@@ -46,8 +52,43 @@ class Saved:
     upload has started; ``on_upload`` follows once it is on the store."""
 
 
+TRAINING, SAVING, EVALUATING = "training", "saving", "evaluating"
+"""What the trainer is doing, as ``on_activity`` hears it (and the progress report's ``state``)."""
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """The training speed over the recent steps (saves and evaluations excluded)."""
+
+    step_seconds: float
+    """Mean wall seconds of one optimizer step."""
+    tokens_per_second: float
+    """Tokens trained per second over those steps, all ranks together."""
+    mfu: float | None = None
+    """Model FLOPs utilisation, when the peak FLOPs of the device are known (None on CPU)."""
+
+
 class Callback:
     """Does nothing at every hook."""
+
+    peers: Callback | None = None
+    """The aggregate this callback was added to (set by ``Callbacks``): who hears its news."""
+
+    def announce(self, activity: str) -> None:
+        """Tell the other callbacks what the trainer is doing now (``on_activity``)."""
+        if self.peers is not None:
+            self.peers.on_activity(activity)
+
+    def publish(self, throughput: Throughput) -> None:
+        """Tell the other callbacks the throughput just measured (``on_throughput``)."""
+        if self.peers is not None:
+            self.peers.on_throughput(throughput)
+
+    def on_activity(self, activity: str) -> None:
+        """The trainer started ``saving`` or ``evaluating``, or went back to ``training``."""
+
+    def on_throughput(self, throughput: Throughput) -> None:
+        """A callback measured the training speed (after a step)."""
 
     def on_step_end(self, end: StepEnd) -> None:
         """After every optimizer step."""
@@ -67,10 +108,21 @@ class Callbacks(Callback):
     """Several callbacks as one: each hook calls theirs in order."""
 
     def __init__(self, callbacks: Iterable[Callback] = ()):
-        self.callbacks = list(callbacks)
+        self.callbacks: list[Callback] = []
+        for callback in callbacks:
+            self.append(callback)
 
     def append(self, callback: Callback) -> None:
+        callback.peers = self
         self.callbacks.append(callback)
+
+    def on_activity(self, activity: str) -> None:
+        for callback in self.callbacks:
+            callback.on_activity(activity)
+
+    def on_throughput(self, throughput: Throughput) -> None:
+        for callback in self.callbacks:
+            callback.on_throughput(throughput)
 
     def on_step_end(self, end: StepEnd) -> None:
         for callback in self.callbacks:

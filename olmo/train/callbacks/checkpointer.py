@@ -4,7 +4,9 @@ A save happens every ``checkpoint.save_interval`` steps, at ``max_steps``, at ``
 after SIGTERM when the last save took less time than is left before SIGKILL. After each save
 rank 0 applies the retention policy (``olmo.checkpoints.retention``), then every callback hears
 of it (``on_save``). Saves and rotations happen only while this attempt owns the run directory
-(``olmo.train.fencing``): a newer attempt's claim stops the trainer with FencedError.
+(``olmo.train.fencing``): a newer attempt's claim stops the trainer with FencedError. The
+listeners hear ``saving`` when a save starts and ``training`` when it no longer blocks training
+(``on_activity``).
 
 With a run directory on an object store (``olmo.train.upload``) the save is written to the local
 mirror and uploaded in the background: the next save first waits for the previous upload (that
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from olmo.checkpoints import layout
 from olmo.checkpoints.retention import RetentionPolicy, rotate
-from olmo.train.callbacks.base import Callback, Saved, StepEnd
+from olmo.train.callbacks.base import SAVING, TRAINING, Callback, Saved, StepEnd
 from olmo.train.checkpointing import TrainerState, save_checkpoint
 from olmo.train.config import TrainConfig
 from olmo.train.distributed import DistInfo, any_rank, barrier
@@ -90,7 +92,9 @@ class Checkpointer(Callback):
             self._finish_uploads(end.preempted)
 
     def save(self) -> Path:
-        """Collective: write the checkpoint, rotate (or start its upload), tell the listeners."""
+        """Collective: write the checkpoint, rotate (or start its upload), tell the listeners
+        (``on_activity``: ``saving`` before, ``training`` once the save stopped blocking)."""
+        self.listeners.on_activity(SAVING)
         t0 = time.monotonic()
         if self.remote:
             self._agree_on_upload(wait=True)  # the next save waits for the previous upload
@@ -123,6 +127,7 @@ class Checkpointer(Callback):
             )
         )  # fmt: skip
         barrier()
+        self.listeners.on_activity(TRAINING)
         return path
 
     def _check_uploads(self) -> None:

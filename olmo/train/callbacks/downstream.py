@@ -1,6 +1,7 @@
 """Downstream tasks in-loop (``olmo.eval``) every ``eval.interval`` steps. Every rank takes part:
 items are spread over the ranks, and under ZeRO-3 each forward gathers the sharded parameters,
-so all ranks must run it."""
+so all ranks must run it. The other callbacks hear ``evaluating`` while it runs, then
+``training`` (``on_activity``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 import types
 from pathlib import Path
 
-from olmo.train.callbacks.base import Callback, StepEnd
+from olmo.train.callbacks.base import EVALUATING, TRAINING, Callback, StepEnd
 from olmo.train.config import TrainConfig
 from olmo.train.distributed import DistInfo
 from olmo.train.metrics import MetricsLogger
@@ -52,6 +53,7 @@ class DownstreamEval(Callback):
         from olmo.eval import in_loop
 
         e, started = self.eval, time.monotonic()
+        self.announce(EVALUATING)
         metrics = in_loop(
             self.engine.module,
             self.tokenizer,
@@ -63,6 +65,7 @@ class DownstreamEval(Callback):
             world_size=self.dist.world_size,
         )
         self.engine.train()
+        self.announce(TRAINING)
         self.logger.log({"step": step, **metrics})
         if self.dist.is_main:
             heads = {k.split("/")[1]: v for k, v in metrics.items() if k.endswith("/headline")}

@@ -3,16 +3,22 @@ step measured plus throughput, MFU, memory and ETA, written to ``metrics.jsonl``
 (``olmo.train.metrics.MetricsLogger``) and logged as one line. The time the previous save
 blocked training goes into the next line (``checkpoint/save_blocked_seconds``); each finished
 upload to an object store is a line of its own (``checkpoint/upload_seconds``, ``_bytes``,
-``_files``, ``_step``)."""
+``_files``, ``_step``).
+
+After every step it also tells the other callbacks (``publish`` → ``on_throughput``) the speed
+over the last ``RECENT_STEPS`` steps: mean step seconds, tokens per second and, when the peak
+FLOPs are known, MFU. Step times are those of the optimizer steps alone (the loop times ``step()``),
+so saves and evaluations never count."""
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 
 import torch
 
 from olmo.model.size import flops_per_token
-from olmo.train.callbacks.base import Callback, Saved, StepEnd
+from olmo.train.callbacks.base import Callback, Saved, StepEnd, Throughput
 from olmo.train.config import TrainConfig
 from olmo.train.distributed import DistInfo
 from olmo.train.metrics import MetricsLogger
@@ -21,6 +27,8 @@ from olmo.train.upload import Uploaded
 log = logging.getLogger("olmo.train")
 
 H100_BF16_PEAK_FLOPS = 989e12
+RECENT_STEPS = 20
+"""Steps the published throughput is averaged over."""
 
 
 class TrainMetrics(Callback):
@@ -36,12 +44,16 @@ class TrainMetrics(Callback):
         self.last_step = 0
         self.pending: dict = {}
         """Checkpoint figures for the next logged line (a save follows its step's line)."""
+        self.recent: deque[tuple[float, int]] = deque(maxlen=RECENT_STEPS)
+        """(seconds, tokens) of the recent steps."""
 
     def on_step_end(self, end: StepEnd) -> None:
         cfg, step = self.config, end.step
         self.steps_timed += 1
         self.time_in_steps += end.seconds
         self.last_step = step
+        self.recent.append((end.seconds, end.metrics["batch_instances"] * self.seq_len))
+        self.publish(self.recent_throughput())
         if step % cfg.logging.log_interval and step != cfg.max_steps:
             return
         metrics = end.metrics | self.throughput(end.metrics["batch_instances"], end.seconds)
@@ -57,6 +69,21 @@ class TrainMetrics(Callback):
                 metrics["grad_norm"], metrics["tokens_per_s"], metrics["eta_seconds"],
             )  # fmt: skip
 
+    def recent_throughput(self) -> Throughput:
+        """The speed over the recent steps (at least one step was taken)."""
+        seconds = sum(s for s, _ in self.recent)
+        tokens_per_s = sum(t for _, t in self.recent) / seconds if seconds > 0 else 0.0
+        return Throughput(
+            step_seconds=seconds / len(self.recent),
+            tokens_per_second=tokens_per_s,
+            mfu=self.mfu(tokens_per_s) if self.peak_flops else None,
+        )
+
+    def mfu(self, tokens_per_s: float) -> float:
+        """Model FLOPs utilisation of each device at ``tokens_per_s`` (all ranks together)."""
+        per_device = tokens_per_s / self.dist.world_size
+        return per_device * self.flops_per_token / self.peak_flops
+
     def throughput(self, batch: int, seconds: float) -> dict:
         tokens_per_s = batch * self.seq_len / seconds
         per_device = tokens_per_s / self.dist.world_size
@@ -66,7 +93,7 @@ class TrainMetrics(Callback):
             "step_seconds": round(seconds, 4),
         }
         if self.peak_flops:
-            out["mfu"] = round(per_device * self.flops_per_token / self.peak_flops, 4)
+            out["mfu"] = round(self.mfu(tokens_per_s), 4)
         if self.dist.device.type == "cuda":
             out["memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         else:

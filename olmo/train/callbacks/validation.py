@@ -1,5 +1,6 @@
 """Held-out perplexity every ``eval.interval`` steps: the first ``eval.validation_instances``
-instances of ``eval.validation_paths``, split evenly over the ranks (a collective)."""
+instances of ``eval.validation_paths``, split evenly over the ranks (a collective). The other
+callbacks hear ``evaluating`` while it runs, then ``training`` (``on_activity``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 from olmo.data.dataset import InstanceDataset
 from olmo.data.shards import open_shards
-from olmo.train.callbacks.base import Callback, StepEnd
+from olmo.train.callbacks.base import EVALUATING, TRAINING, Callback, StepEnd
 from olmo.train.config import TrainConfig
 from olmo.train.distributed import DistInfo, all_reduce_mean
 from olmo.train.metrics import MetricsLogger
@@ -53,6 +54,7 @@ class Validation(Callback):
         per_rank = min(len(self.dataset), self.instances) // world
         if per_rank == 0:
             return
+        self.announce(EVALUATING)
         mine = np.arange(self.dist.rank * per_rank, (self.dist.rank + 1) * per_rank)
         self.engine.eval()
         total, tokens = 0.0, 0
@@ -65,6 +67,7 @@ class Validation(Callback):
             tokens += n
         self.engine.train()
         loss = all_reduce_mean(total / tokens, self.dist.device)
+        self.announce(TRAINING)
         self.logger.log(
             {"step": step, "eval/val_loss": loss, "eval/val_perplexity": math.exp(loss)}
         )

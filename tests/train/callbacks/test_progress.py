@@ -50,7 +50,7 @@ def test_no_rotation_report_when_nothing_was_rotated():
     reporter = FakeReporter()
     JobProgress(reporter).on_save(Saved(4, 2048, Path("step000004")))
     assert [list(fields) for fields, _ in reporter.reports] == [
-        ["step", "tokens", "latestCheckpoint"]
+        ["step", "tokens", "saveSeconds", "latestCheckpoint"]
     ]
 
 
