@@ -20,10 +20,12 @@ def test_progress_is_mirrored_during_any_phase() -> None:
     w.step()
     w.report(c.PROGRESS_TRAINER, {"attempt": 1, "step": 42, "tokens": 1000})
     action = w.step(1)
+    ledger = action.status.pop("goodput")  # charged: the job changed state (it started)
+    assert ledger["state"] == "training" and ledger["seconds"] == {"starting": 1.0}
     assert action.status == {
         "step": 42,
         "tokens": 1000,
-        c.STATUS_PROGRESS: {"attempt": 1, "step": 42},
+        c.STATUS_PROGRESS: {"attempt": 1, "step": 42, "activityAt": "2026-01-01T00:00:01Z"},
     }
     assert w.status["step"] == 42
 

@@ -71,7 +71,7 @@ def test_pods_stuck_before_starting_fail_the_attempt_after_the_timeout(reason: s
     assert "fails at 2026-01-01T00:10:00Z" in message  # the pods' creation + 600 s
     assert "restarts" not in w.status
     # Reconciles while waiting change nothing (the message names a fixed deadline).
-    assert w.step(300).status == {}
+    assert set(w.step(300).status) <= {"goodput"}  # only the time charged
 
     action = w.step(300)  # 630 s after the pods were created
     assert action.kind is ActionKind.RESTART

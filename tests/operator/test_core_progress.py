@@ -66,6 +66,7 @@ def test_progress_is_mirrored_and_new_checkpoints_become_events() -> None:
         "attempt": 2,
         "step": 100,
         "updated": "2026-01-01T00:01:01Z",
+        "activityAt": NOW,  # the step changed, by the operator's clock
     }
     assert [e.reason for e in events] == ["CheckpointSaved"]
     assert "step000100" in events[0].message
@@ -135,6 +136,38 @@ def test_uploads_to_object_storage_are_mirrored() -> None:
     assert [e.reason for e in events] == ["CheckpointSaved"] and "s3://b/runs" in events[0].message
 
 
+PREFLIGHT = {"passed": False, "seconds": 3.5, "time": "2026-01-01T00:00:30Z"}
+FAILED = {"node": "gpu-7", "nodeRank": 1, "check": "storage", "message": "read-only file system"}
+
+
+def test_activity_throughput_and_preflight_are_mirrored() -> None:
+    status = {"attempt": 2, "step": 90, c.STATUS_PROGRESS: {"attempt": 2, "step": 90,
+              "activityAt": "2026-01-01T00:00:00Z"}}  # fmt: skip
+    report = trainer(
+        step=100, state="saving", stateSince="2026-01-01T00:01:00Z", stepSeconds=0.5,
+        tokensPerSecond=8192.0, mfu=0.41, saveSeconds=12.0,
+        latestCheckpoint={**CHECKPOINT, "tokens": 409600},
+        preflight={**PREFLIGHT, "passed": True, "failures": []},
+    )  # fmt: skip
+    patch, events = mirror(status, trainer=report)
+    assert patch["throughput"] == {"stepSeconds": 0.5, "tokensPerSecond": 8192.0, "mfu": 0.41}
+    assert patch["lastSaveSeconds"] == 12.0
+    assert patch["latestCheckpoint"]["tokens"] == 409600
+    assert patch["lastPreflight"] == {"attempt": 2, **PREFLIGHT, "passed": True, "failures": []}
+    assert patch[c.STATUS_PROGRESS]["state"] == "saving"
+    assert patch[c.STATUS_PROGRESS]["activityAt"] == NOW  # the step changed
+    assert sorted(e.reason for e in events) == ["CheckpointSaved", "PreflightPassed"]
+    # The same report again: no activity, nothing new.
+    again = {**status, **patch, c.STATUS_PROGRESS: {**status[c.STATUS_PROGRESS],
+             **patch[c.STATUS_PROGRESS]}}  # fmt: skip
+    patch, events = mirror(again, trainer=report)
+    assert patch == {} and events == []
+    # A failed preflight is mirrored with its failures; the lifecycle acts on it.
+    failed = trainer(preflight={**PREFLIGHT, "failures": [FAILED]})
+    patch, _ = mirror(status, trainer=failed)
+    assert patch["lastPreflight"]["failures"] == [FAILED]
+
+
 def test_eval_results_and_given_up_checkpoints_are_mirrored() -> None:
     evaluation = {
         c.EVAL_STEP: 200,
@@ -182,7 +215,7 @@ def test_a_report_cannot_change_restarts_or_phase() -> None:
         },
     )
     action = w.step(1)
-    assert set(action.status) <= {"step", c.STATUS_PROGRESS, "observedGeneration"}
+    assert set(action.status) <= {"step", c.STATUS_PROGRESS, "observedGeneration", "goodput"}
     assert {k: w.status[k] for k in before} == before and w.status["step"] == 7
     assert action.kind is ActionKind.WAIT
 
@@ -234,6 +267,29 @@ MALFORMED = [
         trainer(checkpointBlockedSeconds="1s"),
         "checkpointBlockedSeconds",
         "must be a number of seconds >= 0",
+    ),
+    (
+        trainer(state="sleeping"),
+        "state",
+        "must be one of starting, preflight, training, saving, evaluating",
+    ),
+    (trainer(mfu=1.5), "mfu", "must be a number from 0 to 1"),
+    (trainer(tokensPerSecond=-1), "tokensPerSecond", "must be a number >= 0"),
+    (trainer(stepSeconds=float("nan")), "data.trainer", "must be a JSON document"),
+    (
+        trainer(preflight={**PREFLIGHT, "failures": []}),
+        "preflight.failures",
+        "must name what failed when not passed",
+    ),
+    (
+        trainer(preflight={**PREFLIGHT, "failures": [{**FAILED, "check": "gpu"}]}),
+        "preflight.failures[0].check",
+        "must be one of device, collective, storage",
+    ),
+    (
+        trainer(preflight={**PREFLIGHT, "passed": "no"}),
+        "preflight.passed",
+        "must be true or false",
     ),
 ]
 

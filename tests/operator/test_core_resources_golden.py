@@ -76,6 +76,8 @@ CASES: dict[str, tuple[dict[str, Any], tuple[AttemptState, ...]]] = {
             terminationGracePeriodSeconds=90,
             maxSteps=500,
             maxFailures=5,
+            hangTimeoutSeconds=900,
+            preflight={"timeoutSeconds": 60},
             overrides=["optimizer.lr=1e-4"],
             env=[
                 {"name": "HOME", "value": "/data/home"},
@@ -124,7 +126,11 @@ CASES: dict[str, tuple[dict[str, Any], tuple[AttemptState, ...]]] = {
             ),
             "metadata": {"name": "cpu", "namespace": "team"},
         },
-        (AttemptState(1, 0), AttemptState(5, 1), AttemptState(6, 7)),
+        (
+            AttemptState(1, 0),
+            AttemptState(5, 1),
+            AttemptState(6, 7, nodes=1, save_interval=7, excluded_nodes=("node-a", "node-b")),
+        ),
     ),
 }
 

@@ -11,6 +11,7 @@ import sys
 
 import olmo_operator
 from olmo_operator import contract as c
+from olmo_operator import progress_validation
 from tests.conftest import top_level_modules_after_import
 
 MODULES = sorted(f"olmo_operator.{m.name}" for m in pkgutil.iter_modules(olmo_operator.__path__))
@@ -67,6 +68,24 @@ def test_contract_agrees_with_the_trainer() -> None:
     assert (c.PROGRESS_TRAINER, c.PROGRESS_EVAL) == (progress.TRAINER, progress.EVAL)
     assert c.PROGRESS_SOURCES == progress.SOURCES
     assert progress.config_map_name("run") == progress_config_map_name("run")
+
+
+def test_the_resilience_contract_agrees_with_the_trainer() -> None:
+    """Issue 20's names, restated by the operator: the preflight's exit code, environment, checks
+    and limits, the collective timeout's variable, the states the trainer reports."""
+    from olmo.train import distributed, exit_codes, preflight
+    from olmo.train.callbacks import progress
+
+    assert (c.ENV_PREFLIGHT_TIMEOUT, c.ENV_NODE_NAME) == (
+        preflight.TIMEOUT_ENV,
+        preflight.NODE_NAME_ENV,
+    )
+    assert c.ENV_COLLECTIVE_TIMEOUT == distributed.COLLECTIVE_TIMEOUT_ENV
+    assert set(c.PREFLIGHT_CHECKS) == set(preflight.CHECKS)
+    assert preflight.MAX_FAILURES <= progress_validation.MAX_PREFLIGHT_FAILURES
+    assert preflight.MAX_MESSAGE <= progress_validation.MAX_TEXT
+    assert c.TRAINER_STATES == progress.STATES
+    assert exit_codes.PREFLIGHT_FAILED == 77 and exit_codes.PREFLIGHT_FAILED != c.EXIT_PREEMPTED
 
 
 def test_trainer_reads_the_environment_the_operator_sets() -> None:

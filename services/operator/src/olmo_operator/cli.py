@@ -5,9 +5,12 @@
     olmo-operator crd                      # print the CRD YAML
     olmo-operator crd --write [REPO_ROOT]  # write k8s/crd/olmojobs.yaml and helm/crds/olmojobs.yaml
     olmo-operator crd --check [REPO_ROOT]  # exit 1 when those files differ from the generated text
+    olmo-operator report NAME [-n NS] [--status-file FILE|-] [--png PATH]
+                                           # the goodput ledger as a table (olmo_operator.report)
 
 ``run`` without namespaces watches the ones in ``$OLMO_OPERATOR_NAMESPACES`` (comma-separated),
-else all namespaces. Exit codes: 0 ok, 1 CRD files out of date, 2 bad usage.
+else all namespaces. Exit codes: 0 ok, 1 CRD files out of date or the report's job unreadable,
+2 bad usage.
 """
 
 from __future__ import annotations
@@ -61,6 +64,24 @@ def _parser() -> argparse.ArgumentParser:
         "--check", nargs="?", const="", metavar="REPO_ROOT", help="fail when those files drift"
     )
     crd.set_defaults(func=_cmd_crd)
+
+    report = sub.add_parser(
+        "report", help="print an OLMoJob's goodput ledger (and draw its timeline with --png)"
+    )
+    report.add_argument("name", nargs="?", metavar="NAME", help="the OLMoJob")
+    report.add_argument(
+        "--namespace", "-n", metavar="NS", help="its namespace (default: the context's)"
+    )
+    report.add_argument(
+        "--status-file",
+        metavar="FILE",
+        help="read the OLMoJob (or only its status), YAML or JSON, from FILE (-: stdin) "
+        "instead of the cluster",
+    )
+    report.add_argument(
+        "--png", metavar="PATH", help="also write the timeline per attempt (needs matplotlib)"
+    )
+    report.set_defaults(func=_cmd_report)
     return parser
 
 
@@ -115,6 +136,24 @@ def _cmd_crd(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# report
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from olmo_operator import report
+
+    if not args.name and args.status_file is None:
+        raise UsageError("report: give the OLMoJob's NAME, or --status-file FILE")
+    try:
+        text = report.run(args.name, args.namespace, args.status_file, args.png)
+    except report.ReportError as e:
+        print(f"{PROG} report: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
     return 0
 
 

@@ -138,6 +138,17 @@ ENV_GOOGLE_CREDENTIALS = "GOOGLE_APPLICATION_CREDENTIALS"
 STORAGE_CREDENTIALS_MOUNT = "/var/run/secrets/olmo-k8s.io/storage"
 """Where ``spec.storage.secretRef.googleCredentialsKey`` is mounted (a file named after it)."""
 
+ENV_PREFLIGHT_TIMEOUT = "OLMO_PREFLIGHT_TIMEOUT_SECONDS"
+"""The trainer runs its preflight (``olmo/train/preflight.py``) with this time limit (absent or 0:
+none)."""
+ENV_COLLECTIVE_TIMEOUT = "OLMO_COLLECTIVE_TIMEOUT_SECONDS"
+"""The trainer's process-group timeout: a rank blocked in a collective this long fails."""
+ENV_NODE_NAME = "OLMO_NODE_NAME"
+"""The pod's node (``spec.nodeName``), which the preflight names when a check fails there."""
+COLLECTIVE_TIMEOUT_MARGIN_SECONDS = 60
+"""The collective timeout is ``hangTimeoutSeconds`` plus this: the operator, which sees every
+rank, declares the hang first; the trainer's timeout ends a rank whose operator is away."""
+
 EXIT_PREEMPTED = 75
 """The trainer's "preempted, resumable" exit code (``olmo/train/exit_codes.py``: PREEMPTED)."""
 
@@ -156,7 +167,15 @@ EXIT_PREEMPTED = 75
 #                           "checkpointBlockedSeconds": F,  (idem: a save's stall)
 #                           "resume": {"step": S, "path": P,
 #                                      "skipped": [{"path": P, "reason": R}, ...]},
+#                           "state": "starting"|"preflight"|"training"|"saving"|"evaluating",
+#                           "stateSince": ISO,   (state changes are reported at once)
+#                           "stepSeconds": F, "tokensPerSecond": F, "mfu": F,  (recent steps)
+#                           "saveSeconds": F,    (how long the latest save stopped training)
+#                           "preflight": {"passed": B, "seconds": F, "time": ISO,
+#                                         "failures": [{"node": N, "nodeRank": K,
+#                                                       "check": C, "message": M}, ...]},
 #                           "updated": ISO}
+#   (latestCheckpoint may also carry "tokens": T)
 #   data.eval (eval worker): {"lastEval": {"step": S, "headline": {task: accuracy}, "time": ISO},
 #                             "lastEvalFailure": {"step": S, "message": M, "time": ISO},
 #                             "updated": ISO}
@@ -182,6 +201,25 @@ UPLOAD_SECONDS = "seconds"
 UPLOAD_BYTES = "bytes"
 UPLOAD_FILES = "files"
 UPLOAD_TIME = "time"
+PROGRESS_STATE = "state"
+PROGRESS_STATE_SINCE = "stateSince"
+TRAINER_STATES = ("starting", "preflight", "training", "saving", "evaluating")
+"""What the trainer reports it is doing (``state``); ``goodput`` charges time by it."""
+PROGRESS_STEP_SECONDS = "stepSeconds"
+PROGRESS_TOKENS_PER_SECOND = "tokensPerSecond"
+PROGRESS_MFU = "mfu"
+PROGRESS_SAVE_SECONDS = "saveSeconds"
+PROGRESS_PREFLIGHT = "preflight"
+PREFLIGHT_PASSED = "passed"
+PREFLIGHT_SECONDS = "seconds"
+PREFLIGHT_TIME = "time"
+PREFLIGHT_FAILURES = "failures"
+PREFLIGHT_NODE = "node"
+PREFLIGHT_NODE_RANK = "nodeRank"
+PREFLIGHT_CHECK = "check"
+PREFLIGHT_MESSAGE = "message"
+PREFLIGHT_CHECKS = ("device", "collective", "storage")
+CHECKPOINT_TOKENS = "tokens"
 PROGRESS_LAST_EVAL = "lastEval"
 PROGRESS_LAST_EVAL_FAILURE = "lastEvalFailure"
 PROGRESS_UPDATED = "updated"

@@ -23,204 +23,9 @@ from typing import Any
 import yaml
 
 from olmo_operator import contract as c
-from olmo_operator.openapi import array, integer, list_map, obj, string, time
+from olmo_operator.crd_status import status_schema
 from olmo_operator.spec import JobSpec
 from olmo_operator.typed_schema import object_schema
-
-# --------------------------------------------------------------------------------------------
-# status
-
-
-def _status_schema() -> dict[str, Any]:
-    checkpoint = obj(
-        "A complete checkpoint.",
-        {
-            "step": integer("Training step."),
-            "path": string("Checkpoint folder."),
-            "time": time("When it was saved."),
-        },
-    )
-    last_eval = obj(
-        "The newest evaluation.",
-        {
-            "step": integer("Checkpoint step evaluated."),
-            "headline": {
-                "type": "object",
-                "description": "Headline metric per task (accuracy).",
-                "additionalProperties": {"type": "number"},
-            },
-            "time": time("When the evaluation finished."),
-        },
-    )
-    condition = obj(
-        "A condition (Kubernetes convention).",
-        {
-            "type": string("Condition type."),
-            "status": string("True, False or Unknown.", enum=["True", "False", "Unknown"]),
-            "reason": string("CamelCase reason."),
-            "message": string("Human-readable detail."),
-            "lastTransitionTime": time("When status last changed."),
-        },
-        required=("type", "status"),
-    )
-    rejection = obj(
-        "A rejected report of this source (cleared by its next valid one).",
-        {
-            "field": string("The field at fault."),
-            "reason": string("What is wrong with it."),
-            "message": string("The ProgressRejected Event's message."),
-            "time": time("When the operator rejected it."),
-        },
-    )
-    properties: dict[str, Any] = {
-        "phase": string("Where the job is.", enum=list(c.PHASES)),
-        "message": string("Why it is there."),
-        "conditions": array(
-            "DataPrepared, Running, Suspended, Complete, Failed, CheckpointsRotated.",
-            condition,
-            **list_map("type"),
-        ),
-        "observedGeneration": integer("metadata.generation last seen by the operator."),
-        "attempt": integer("Current attempt (1-based; a restart starts the next one)."),
-        "restarts": obj(
-            "Restarts by cause.",
-            {
-                "failures": integer("Restarts after failures (spend maxFailures)."),
-                "preemptions": integer("Restarts after preemptions (spend maxPreemptions)."),
-            },
-        ),
-        "nodePool": string("Node pool of the current attempt."),
-        "nodePoolIndex": integer("Index of nodePool in spec.nodePools."),
-        "nodePoolPreemptions": integer("Preemptions on the current node pool."),
-        "restartAt": time("When the next attempt starts (backoff)."),
-        "failureSeenAt": time(
-            "When a failed pod of the current attempt was first seen: the attempt ends as a "
-            "failure only after the settle window, unless a preemption signal appears."
-        ),
-        "lastRestart": obj(
-            "The latest restart.",
-            {
-                "cause": string("Preemption or Failure.", enum=["Preemption", "Failure"]),
-                "reason": string("The signal that decided the cause."),
-                "message": string("Detail."),
-                "attempt": integer("The attempt that ended."),
-                "time": time("When it ended."),
-            },
-        ),
-        "lastProvisioning": obj(
-            "The latest outcome of a ProvisioningRequest (a pool with provisioning).",
-            {
-                "pool": string("The node pool."),
-                "attempt": integer("The attempt that asked."),
-                "outcome": string(
-                    "Provisioned, or why the job moved on.",
-                    enum=["Provisioned", "Failed", "CapacityRevoked", "BookingExpired", "TimedOut"],
-                ),
-                "message": string("The request's condition message."),
-                "time": time("When it was seen."),
-            },
-        ),
-        "step": integer("Latest training step reported by the trainer."),
-        "tokens": integer("Tokens trained on so far."),
-        "latestCheckpoint": checkpoint,
-        "lastEval": last_eval,
-        "lastUpload": obj(
-            "The latest checkpoint upload to object storage (checkpoint.uri), reported by the "
-            "trainer once the checkpoint was complete on the store.",
-            {
-                "step": integer("Training step of the checkpoint."),
-                "seconds": {"type": "number", "description": "Upload time."},
-                "bytes": integer("Bytes uploaded."),
-                "files": integer("Files uploaded."),
-                "time": time("When the upload finished."),
-            },
-        ),
-        "lastSaveBlockedSeconds": {
-            "type": "number",
-            "description": "How long the latest save stopped training (checkpoint.uri: the local "
-            "save plus the wait for the previous upload).",
-        },
-        "lastRotation": obj(
-            "The latest checkpoint rotation reported by the trainer.",
-            {
-                "deleted": array("Deleted checkpoint folders.", {"type": "string"}),
-                "time": time("When."),
-            },
-        ),
-        "noProgress": obj(
-            "Attempts since the last one that saved a newer complete checkpoint "
-            "(spec.maxAttemptsWithoutProgress).",
-            {
-                "attempts": integer("Attempts in a row that ended without progress."),
-                "preemptions": integer(
-                    "Of those, preemptions (the exponent of the preemption backoff)."
-                ),
-                "baselineStep": integer(
-                    "Step of the newest complete checkpoint when progress was last seen."
-                ),
-            },
-        ),
-        "finalEval": obj(
-            "How the eval worker ended after the trainer succeeded.",
-            {
-                "phase": string(
-                    "Evaluated: the final checkpoint was evaluated; Failed: the eval worker "
-                    "gave up on it; TimedOut: eval.finalTimeoutSeconds passed.",
-                    enum=["Evaluated", "Failed", "TimedOut"],
-                ),
-                "message": string("Detail."),
-                "time": time("When the eval worker was removed."),
-            },
-        ),
-        "finalRotation": obj(
-            "The rotation Job run after the job succeeded.",
-            {
-                "phase": string("Its state.", enum=["Running", "Succeeded", "Failed"]),
-                "message": string("Its summary line."),
-                "completionTime": time("When it finished."),
-            },
-        ),
-        "startTime": time("When the first attempt started."),
-        "completionTime": time("When the job succeeded or failed."),
-        "lastEvalFailure": obj(
-            "The newest checkpoint the eval worker gave up on (no attempts left).",
-            {
-                "step": integer("Checkpoint step."),
-                "message": string("The last attempt's error."),
-                "time": time("When the worker gave up."),
-            },
-        ),
-        "lastResume": obj(
-            "How the trainer of an attempt resumed, when it skipped unreadable checkpoints.",
-            {
-                "attempt": integer("The attempt."),
-                "step": integer("Step of the checkpoint it resumed from."),
-                "path": string("That checkpoint's folder."),
-                "skipped": array(
-                    "Newer checkpoints it could not read.",
-                    obj(
-                        "A skipped checkpoint.",
-                        {"path": string("Its folder."), "reason": string("Why.")},
-                    ),
-                ),
-            },
-        ),
-        c.STATUS_PROGRESS: obj(
-            "The operator's record of the pods' progress reports (the <job>-progress "
-            "ConfigMap; the pods cannot write the status). Written by the operator only.",
-            {
-                "attempt": integer("Attempt of the last accepted trainer report."),
-                "step": integer("Its step (never decreases within an attempt)."),
-                "updated": time("When the trainer sent it."),
-                "rejected": obj(
-                    "The reports ignored, by source; one ProgressRejected Event each.",
-                    {"trainer": rejection, "eval": rejection},
-                ),
-            },
-        ),
-    }
-    return obj("Observed state, written by the operator.", properties)
-
 
 # --------------------------------------------------------------------------------------------
 # The CRD
@@ -246,7 +51,7 @@ def openapi_schema() -> dict[str, Any]:
                 },
             },
             "spec": object_schema(JobSpec),
-            "status": _status_schema(),
+            "status": status_schema(),
         },
     }
 
@@ -262,6 +67,8 @@ def crd() -> dict[str, Any]:
         ("Attempt", "integer", ".status.attempt", 1),
         ("Pool", "string", ".status.nodePool", 1),
         ("Checkpoint", "integer", ".status.latestCheckpoint.step", 1),
+        ("Nodes", "integer", ".status.nodes", 1),
+        ("Goodput", "number", ".status.goodput.ratio", 1),
     ]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -48,6 +48,7 @@ from olmo_operator.lifecycle import (
 from olmo_operator.lifecycle.refused import permanent as permanent_refusal
 from olmo_operator.lifecycle.refused import refused_create_action
 from olmo_operator.policy import Policy, enforce
+from olmo_operator.progress import apply_merge_patch
 from olmo_operator.resources import attempt_name, with_network_policy
 from olmo_operator.resources.network_policy import enabled_from_env
 from olmo_operator.spec import SpecError, parse_job
@@ -258,6 +259,7 @@ async def on_child_event(labels: Mapping[str, str], namespace: str, **_: Any) ->
 @kopf.on.delete(c.GROUP, c.VERSION, c.PLURAL, optional=True)
 def on_delete(name: str, namespace: str, **_: Any) -> None:
     metrics.PHASES.forget(namespace, name)
+    metrics.JOBS_METRICS.forget(namespace, name)
     STATE.forget(namespace, name)
 
 
@@ -367,6 +369,7 @@ def _reconcile_once(
         raise kopf.TemporaryError(str(e), delay=max(STATE.reconcile_seconds, 5)) from None
     phase = action.status.get("phase") or status.get("phase")
     metrics.PHASES.set(namespace, name, phase)
+    metrics.JOBS_METRICS.update(namespace, name, apply_merge_patch(status, action.status), now)
     return action
 
 

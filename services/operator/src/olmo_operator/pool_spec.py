@@ -131,6 +131,20 @@ class NodePool:
         minimum=1,
         default=3,
     )
+    max_nodes: int | None = prop(
+        "maxNodes",
+        "At most this many trainer pods on this pool. When smaller than spec.nodes the job runs "
+        "here on the largest divisor of spec.nodes that fits, with the same global batch (more "
+        "gradient accumulation) and the same data order.",
+        minimum=1,
+        maximum=4096,
+    )
+    cost_per_node_hour: float | None = prop(
+        "costPerNodeHour",
+        "Price of one node-hour on this pool (any currency): status.goodput.pools[].cost and the "
+        "olmo_job_cost metric.",
+        minimum=0,
+    )
     provisioning: Provisioning | None = prop(
         "provisioning",
         "Ask the cluster autoscaler for the whole gang before each attempt "
@@ -149,6 +163,28 @@ class NodePool:
     @property
     def karpenter_managed(self) -> bool:
         return self.managed == MANAGED_KARPENTER
+
+    def nodes_for(self, requested: int) -> int:
+        """Trainer pods of an attempt on this pool for a job of ``requested`` nodes."""
+        return workable_nodes(requested, self.max_nodes)
+
+
+def workable_nodes(requested: int, max_nodes: int | None) -> int:
+    """The largest node count that keeps the job's global batch and data order: ``requested``
+    when it fits, else its largest divisor that is at most ``max_nodes``.
+
+    Every global batch the trainer's schedule uses splits evenly over ``requested`` nodes × the
+    processes per node (the trainer checks this at start), so it also splits over any divisor of
+    ``requested`` × the same processes: the trainer keeps the batch and takes more micro-batches
+    per step. A count that does not divide ``requested`` might not split a batch evenly, and the
+    operator does not read the training config to know (it may be a preset inside the image)."""
+    if requested < 1:
+        raise ValueError(f"requested nodes must be at least 1, got {requested}")
+    if max_nodes is None or max_nodes >= requested:
+        return requested
+    if max_nodes < 1:
+        raise ValueError(f"maxNodes must be at least 1, got {max_nodes}")
+    return max(d for d in range(1, max_nodes + 1) if requested % d == 0)
 
 
 def pool_problems(pools: tuple[NodePool, ...], *, queued: bool) -> list[str]:

@@ -4,8 +4,8 @@ The trainer and the eval worker write only their data key of the ``<job>-progres
 (``contract.py``, "The progress contract"; their Role allows nothing on the OLMoJob). Each
 reconcile reads that ConfigMap, validates each document (:mod:`.progress_validation`) and
 copies what passed to the top-level status — step, tokens, latestCheckpoint, lastRotation,
-lastResume, lastUpload, lastSaveBlockedSeconds (trainer); lastEval, lastEvalFailure (eval
-worker) — turning each new checkpoint, rotation, skipped checkpoint, evaluation and given-up
+lastResume, lastUpload, lastSaveBlockedSeconds, throughput, lastSaveSeconds, lastPreflight
+(trainer); lastEval, lastEvalFailure (eval worker) — turning each new checkpoint, rotation, skipped checkpoint, evaluation and given-up
 evaluation into an Event.
 
 Rules (``services/operator/README.md``, "Progress reports"):
@@ -37,6 +37,10 @@ from olmo_operator.progress_validation import (
     parse_document,
     trainer_report,
 )
+
+ACTIVITY_AT = "activityAt"
+"""``status.progress.activityAt``: when (operator's clock) the trainer's step or state last
+changed in the current attempt — what the hang check (``lifecycle/hang.py``) measures from."""
 
 
 @dataclass(frozen=True)
@@ -120,11 +124,19 @@ class _Mirror:
                 f"{step} after {last_step} in attempt {attempt}",
             )
         if not same_attempt:  # a new attempt starts its own step sequence
-            self.record.pop(c.PROGRESS_STEP, None)
+            for key in (c.PROGRESS_STEP, c.PROGRESS_STATE, c.PROGRESS_STATE_SINCE, ACTIVITY_AT):
+                self.record.pop(key, None)
+        before = (self.record.get(c.PROGRESS_STEP), self.record.get(c.PROGRESS_STATE))
         self.record[c.PROGRESS_ATTEMPT] = attempt
-        for key in (c.PROGRESS_STEP, c.PROGRESS_UPDATED):
+        for key in (c.PROGRESS_STEP, c.PROGRESS_UPDATED, c.PROGRESS_STATE, c.PROGRESS_STATE_SINCE):
             if key in report:
                 self.record[key] = report[key]
+        after = (self.record.get(c.PROGRESS_STEP), self.record.get(c.PROGRESS_STATE))
+        if after != before or ACTIVITY_AT not in self.record:
+            # the operator's own clock: the hang check compares it with its own "now"
+            self.record[ACTIVITY_AT] = self.now
+        self._throughput(report)
+        self._preflight(attempt, report)
 
         for key in (c.PROGRESS_STEP, c.PROGRESS_TOKENS):
             if key in report and report[key] != self.status.get(key):
@@ -172,6 +184,34 @@ class _Mirror:
                         f"({resume[c.RESUME_PATH]}), skipping unreadable newer checkpoints: "
                         f"{skipped}",
                     )
+
+    def _throughput(self, report: dict[str, Any]) -> None:
+        fields = {
+            key: report[key]
+            for key in (c.PROGRESS_STEP_SECONDS, c.PROGRESS_TOKENS_PER_SECOND, c.PROGRESS_MFU)
+            if key in report
+        }
+        if fields and fields != self.status.get("throughput"):
+            self.patch["throughput"] = fields
+        save = report.get(c.PROGRESS_SAVE_SECONDS)
+        if save is not None and save != self.status.get("lastSaveSeconds"):
+            self.patch["lastSaveSeconds"] = save
+
+    def _preflight(self, attempt: int, report: dict[str, Any]) -> None:
+        preflight = report.get(c.PROGRESS_PREFLIGHT)
+        if not preflight:
+            return
+        value = {c.PROGRESS_ATTEMPT: attempt, **preflight}
+        if value == self.status.get("lastPreflight"):
+            return
+        self.patch["lastPreflight"] = value
+        if preflight[c.PREFLIGHT_PASSED]:
+            self._event(
+                "Normal",
+                "PreflightPassed",
+                f"attempt {attempt}: every trainer pod passed the preflight checks in "
+                f"{preflight[c.PREFLIGHT_SECONDS]:.1f}s",
+            )
 
     # eval worker ------------------------------------------------------------------------------
 
@@ -253,6 +293,19 @@ def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any
         elif value != before:
             patch[key] = value
     return patch
+
+
+def apply_merge_patch(old: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """``old`` with the JSON merge ``patch`` applied (None removes a key), as the API does."""
+    out = dict(old)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = apply_merge_patch(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _int_or_none(value: Any) -> int | None:

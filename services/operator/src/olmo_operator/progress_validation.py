@@ -31,6 +31,8 @@ MAX_SKIPPED = 32
 """Checkpoints skipped by one resume."""
 MAX_TASKS = 64
 MAX_TASK_NAME = 253
+MAX_PREFLIGHT_FAILURES = 64
+MAX_NODE_NAME = 253
 MAX_INT = 2**63 - 1
 """Kubernetes integers are int64."""
 
@@ -79,6 +81,10 @@ def trainer_report(doc: Mapping[str, Any]) -> dict[str, Any]:
             c.CHECKPOINT_PATH: _str(ckpt, c.CHECKPOINT_PATH, where, MAX_PATH),
             c.CHECKPOINT_TIME: _time(ckpt, c.CHECKPOINT_TIME, where),
         }
+        if c.CHECKPOINT_TOKENS in ckpt:
+            out[c.PROGRESS_LATEST_CHECKPOINT][c.CHECKPOINT_TOKENS] = _int(
+                ckpt, c.CHECKPOINT_TOKENS, where
+            )
     if c.PROGRESS_ROTATION in doc:
         rotation = _object(doc, c.PROGRESS_ROTATION, "")
         where = f"{c.PROGRESS_ROTATION}."
@@ -102,8 +108,27 @@ def trainer_report(doc: Mapping[str, Any]) -> dict[str, Any]:
             c.UPLOAD_FILES: _int(upload, c.UPLOAD_FILES, where),
             c.UPLOAD_TIME: _time(upload, c.UPLOAD_TIME, where),
         }
-    if c.PROGRESS_BLOCKED in doc:
-        out[c.PROGRESS_BLOCKED] = _seconds(doc, c.PROGRESS_BLOCKED, "")
+    for key in (c.PROGRESS_BLOCKED, c.PROGRESS_STEP_SECONDS, c.PROGRESS_SAVE_SECONDS):
+        if key in doc:
+            out[key] = _seconds(doc, key, "")
+    if c.PROGRESS_TOKENS_PER_SECOND in doc:
+        rate = doc[c.PROGRESS_TOKENS_PER_SECOND]
+        if not _number(rate) or rate < 0:
+            raise Rejected(c.PROGRESS_TOKENS_PER_SECOND, "must be a number >= 0", rate)
+        out[c.PROGRESS_TOKENS_PER_SECOND] = float(rate)
+    if c.PROGRESS_MFU in doc:
+        mfu = doc[c.PROGRESS_MFU]
+        if not _number(mfu) or not 0 <= mfu <= 1:
+            raise Rejected(c.PROGRESS_MFU, "must be a number from 0 to 1", mfu)
+        out[c.PROGRESS_MFU] = float(mfu)
+    if c.PROGRESS_STATE in doc:
+        state = doc[c.PROGRESS_STATE]
+        if state not in c.TRAINER_STATES:
+            raise Rejected(c.PROGRESS_STATE, f"must be one of {', '.join(c.TRAINER_STATES)}", state)
+        out[c.PROGRESS_STATE] = state
+        _optional_time(doc, c.PROGRESS_STATE_SINCE, "", out)
+    if c.PROGRESS_PREFLIGHT in doc:
+        out[c.PROGRESS_PREFLIGHT] = _preflight(_object(doc, c.PROGRESS_PREFLIGHT, ""))
     return out
 
 
@@ -153,6 +178,45 @@ def _resume(resume: Mapping[str, Any]) -> dict[str, Any]:
         c.RESUME_STEP: _int(resume, c.RESUME_STEP, where),
         c.RESUME_PATH: _str(resume, c.RESUME_PATH, where, MAX_PATH),
         c.RESUME_SKIPPED: skipped,
+    }
+
+
+def _preflight(preflight: Mapping[str, Any]) -> dict[str, Any]:
+    where = f"{c.PROGRESS_PREFLIGHT}."
+    passed = preflight.get(c.PREFLIGHT_PASSED)
+    if not isinstance(passed, bool):
+        raise Rejected(f"{where}{c.PREFLIGHT_PASSED}", "must be true or false", passed)
+    failures = []
+    listed = _list(preflight, c.PREFLIGHT_FAILURES, where, MAX_PREFLIGHT_FAILURES, required=False)
+    for i, item in enumerate(listed):
+        at = f"{where}{c.PREFLIGHT_FAILURES}[{i}]."
+        if not isinstance(item, Mapping):
+            raise Rejected(at[:-1], "must be an object", type(item).__name__)
+        node = item.get(c.PREFLIGHT_NODE, "")
+        if not isinstance(node, str) or len(node) > MAX_NODE_NAME:
+            raise Rejected(
+                f"{at}{c.PREFLIGHT_NODE}", f"must be a node name (≤ {MAX_NODE_NAME})", node
+            )
+        check = item.get(c.PREFLIGHT_CHECK)
+        if check not in c.PREFLIGHT_CHECKS:
+            raise Rejected(
+                f"{at}{c.PREFLIGHT_CHECK}", f"must be one of {', '.join(c.PREFLIGHT_CHECKS)}", check
+            )
+        failures.append(
+            {
+                c.PREFLIGHT_NODE: node,
+                c.PREFLIGHT_NODE_RANK: _int(item, c.PREFLIGHT_NODE_RANK, at),
+                c.PREFLIGHT_CHECK: check,
+                c.PREFLIGHT_MESSAGE: _str(item, c.PREFLIGHT_MESSAGE, at, MAX_TEXT, truncate=True),
+            }
+        )
+    if not passed and not failures:
+        raise Rejected(f"{where}{c.PREFLIGHT_FAILURES}", "must name what failed when not passed")
+    return {
+        c.PREFLIGHT_PASSED: passed,
+        c.PREFLIGHT_SECONDS: _seconds(preflight, c.PREFLIGHT_SECONDS, where),
+        c.PREFLIGHT_TIME: _time(preflight, c.PREFLIGHT_TIME, where),
+        c.PREFLIGHT_FAILURES: failures,
     }
 
 

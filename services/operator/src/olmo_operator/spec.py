@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from olmo_operator import contract as c
 from olmo_operator import openapi
 from olmo_operator.pool_spec import NodePool, pool_problems
+from olmo_operator.spec_options import AdaptiveInterval, Eval, Preflight, WandB
 from olmo_operator.storage_spec import OBJECT_URI, Storage
 from olmo_operator.typed_schema import Pattern, SpecError, parse, prop
 from olmo_operator.typed_schema import spec_type as spec_type
@@ -45,10 +46,6 @@ def _resources(description: str) -> Any:
     return prop("resources", description, schema=openapi.RESOURCES)
 
 
-def _tolerations(description: str) -> Any:
-    return prop("tolerations", description, schema=openapi.TOLERATION)
-
-
 @spec_type
 class ConfigRef:
     """A key of a ConfigMap in the OLMoJob's namespace."""
@@ -62,14 +59,6 @@ class PipelineRef(ConfigRef):
     """A key of a ConfigMap in the OLMoJob's namespace (the pipeline file by default)."""
 
     key: str = prop("key", "Key within the ConfigMap.", default=c.PIPELINE_FILE, min_length=1)
-
-
-@spec_type
-class SecretRef:
-    """A key of a Secret in the OLMoJob's namespace."""
-
-    name: str = prop("name", "Secret name (same namespace).", required=True, min_length=1)
-    key: str = prop("key", "Key within the Secret.", default="api-key", min_length=1)
 
 
 @spec_type
@@ -170,6 +159,13 @@ class Checkpoint:
         pattern=RELATIVE_PATH,
     )
     interval: int = prop("interval", "Save a checkpoint every N steps.", minimum=1, default=1000)
+    adaptive: AdaptiveInterval | None = prop(
+        "adaptive",
+        "Choose each attempt's save interval by Young/Daly, sqrt(2 × save time × mean time "
+        "between interruptions on the current pool), from the measured save and step times, "
+        "within [minInterval, maxInterval]; interval is used until an interruption was seen "
+        "(status.checkpointInterval says which and why).",
+    )
     keep_last: int = prop(
         "keepLast",
         "Keep the newest N complete checkpoints (the newest is never deleted).",
@@ -183,46 +179,6 @@ class Checkpoint:
         "requireEvaluated",
         "Never delete a checkpoint the eval worker has not evaluated (needs eval.enabled).",
         default=False,
-    )
-
-
-@spec_type
-class Eval:
-    """The eval worker."""
-
-    enabled: bool = prop("enabled", "Run the eval worker.", default=False)
-    tasks: tuple[str, ...] = prop(
-        "tasks", "Downstream tasks to evaluate (default: the worker's own list).", min_length=1
-    )
-    limit: int | None = prop("limit", "Evaluate at most N examples per task.", minimum=1)
-    image: str | None = prop("image", "Eval worker image (default: spec.image).")
-    resources: dict[str, Any] = _resources("Resources of the eval worker pod.")
-    node_selector: dict[str, str] = prop(
-        "nodeSelector", "Node labels the eval worker pod requires (e.g. a large-memory CPU pool)."
-    )
-    tolerations: tuple[dict[str, Any], ...] = _tolerations("Tolerations of the eval worker pod.")
-    final_timeout_seconds: int = prop(
-        "finalTimeoutSeconds",
-        "After the trainer succeeded, remove the eval worker at the latest this long after "
-        "completionTime, evaluated or not (status.finalEval says which).",
-        minimum=0,
-        default=7200,
-    )
-
-
-@spec_type
-class WandB:
-    """Weights & Biases logging."""
-
-    project: str | None = prop("project", "W&B project.")
-    entity: str | None = prop("entity", "W&B entity (team or user).")
-    mode: str | None = prop(
-        "mode",
-        "online needs secretRef; offline writes runs into the run directory.",
-        enum=("online", "offline", "disabled"),
-    )
-    secret: SecretRef | None = prop(
-        "secretRef", f"Secret holding the W&B API key (env {c.ENV_WANDB_KEY})."
     )
 
 
@@ -359,6 +315,16 @@ class JobSpec:
         minimum=1,
         default=1800,
     )
+    hang_timeout_seconds: int | None = prop(
+        "hangTimeoutSeconds",
+        "No training progress (a new step, or the trainer starting or ending a save or an "
+        "evaluation) for this long ends the attempt with reason Hang and restarts the gang "
+        "(counted in status.restarts.hangs, and as a failure). The trainer's collective timeout "
+        "is set from it. Absent: 20 × the observed step time, at least 600 s, once a step was "
+        "seen; the collective timeout then stays at torch's default (30 min).",
+        minimum=10,
+    )
+    preflight: Preflight = prop("preflight", "Checks before each attempt trains.")
     max_steps: int | None = prop("maxSteps", "Override the config's max_steps.", minimum=1)
     overrides: tuple[str, ...] = prop(
         "overrides",
@@ -392,6 +358,12 @@ class JobSpec:
     def uses_object_storage(self) -> bool:
         """Checkpoints or dataset in object storage: the pods that read them get scratch."""
         return self.checkpoint.uri is not None or self.dataset.uri is not None
+
+    def nodes_on(self, index: int) -> int:
+        """Trainer pods of an attempt on the pool at ``index``: ``nodes``, or fewer on a pool
+        whose ``maxNodes`` is smaller (:func:`~olmo_operator.pool_spec.workable_nodes`)."""
+        pool = self.node_pool(index)
+        return self.nodes if pool is None else pool.nodes_for(self.nodes)
 
     def node_pool(self, index: int) -> NodePool | None:
         """The pool at ``index`` (clamped to the list, which may have shrunk), or None."""
@@ -460,6 +432,12 @@ def parse_spec(raw: Mapping[str, Any], *, job_name: str) -> JobSpec:
             f"spec.dataset.prepare.workers is {prepare.workers}: with spec.dataset.uri data-prep "
             "runs one worker (its workers share a work folder, which pods writing to a bucket do "
             "not have); use workers: 1, or prepare into a claim and copy the output"
+        )
+    adaptive = spec.checkpoint.adaptive
+    if adaptive is not None and adaptive.min_interval > adaptive.max_interval:
+        raise SpecError(
+            f"spec.checkpoint.adaptive: minInterval ({adaptive.min_interval}) must not exceed "
+            f"maxInterval ({adaptive.max_interval})"
         )
     problems = pool_problems(spec.node_pools, queued=spec.queue_name is not None)
     if problems:

@@ -5,7 +5,7 @@ The kubebuilder idea (Go types with ``json:`` tags and ``+kubebuilder:validation
 the CRD source) in Python: a frozen, keyword-only dataclass whose fields are declared with
 :func:`prop` — JSON name, description, ``required``, ``default``, ``enum``, ``pattern``,
 ``minimum``/``maximum``, ``min_length``/``max_length``, ``max_items``, ``list_map_keys``,
-``nullable``. The field's annotation gives the OpenAPI type: ``str``/``int``/``bool``, a nested
+``nullable``. The field's annotation gives the OpenAPI type: ``str``/``int``/``float``/``bool``, a nested
 dataclass (an object), ``tuple[T, ...]`` (an array), ``dict[str, str]`` (a string map),
 ``X | None`` (may be absent). A value passed on to Kubernetes as it is (``dict[str, Any]``,
 ``tuple[dict[str, Any], ...]``) takes its OpenAPI node from ``schema=``.
@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
 import re
 import types
 from collections.abc import Callable, Mapping
@@ -143,7 +144,7 @@ def _item_type(tp: Any) -> Any:
     return None
 
 
-_SCALARS: dict[Any, str] = {str: "string", int: "integer", bool: "boolean"}
+_SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
 
 def _description(cls: type) -> str:
@@ -314,6 +315,14 @@ def _scalar(tp: Any, value: Any, meta: Prop, where: str) -> Any:
         raise SpecError(f"{where} must be an integer, got {value!r}")
     if tp is str and not isinstance(value, str):
         raise SpecError(f"{where} must be a string, got {value!r}")
+    if tp is float:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise SpecError(f"{where} must be a number, got {value!r}")
+        value = float(value)
     if meta.minimum is not None and value < meta.minimum:
         raise SpecError(f"{where} must be at least {meta.minimum}, got {value}")
     if meta.maximum is not None and value > meta.maximum:

@@ -81,7 +81,8 @@ def await_capacity(plan: Plan, attempt: int) -> bool:
         return True
     plan.to_phase(
         c.PENDING,
-        f"attempt {attempt} on node pool {pool.name}: waiting for capacity for {plan.spec.nodes} "
+        f"attempt {attempt} on node pool {pool.name}: waiting for capacity for "
+        f"{pool.nodes_for(plan.spec.nodes)} "
         f"node(s) (ProvisioningRequest {name_of(request)}, class {pool.provisioning.class_name}, "
         f"until {now_iso(deadline)})",
     )

@@ -22,6 +22,7 @@ from olmo_operator.lifecycle.action import Action, ActionKind, ObjectRef
 from olmo_operator.lifecycle.after_finish import after_finish
 from olmo_operator.lifecycle.capacity import keep_node_pools
 from olmo_operator.lifecycle.data_prep import needs_data, prepare_data
+from olmo_operator.lifecycle.ledger import account
 from olmo_operator.lifecycle.observed import Observed, deleting, labels_of, pod_done, ref, with_kind
 from olmo_operator.lifecycle.plan import Plan, now_iso
 from olmo_operator.lifecycle.running import watch_attempt
@@ -47,6 +48,7 @@ def next_action(
         plan.set(observedGeneration=job.generation)
     _decide(plan)
     keep_node_pools(plan)
+    account(plan)
     return plan.finish()
 
 

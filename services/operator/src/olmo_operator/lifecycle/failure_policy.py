@@ -25,8 +25,12 @@ from typing import Any
 
 from olmo_operator import contract as c
 from olmo_operator.failures import Cause, Failure, classify_failure
+from olmo_operator.goodput import lost_work, record_restart
 from olmo_operator.lifecycle.action import ActionKind
 from olmo_operator.lifecycle.plan import Plan, now_iso, parse_time
+
+HANG = "Hang"
+"""The reason of an attempt the operator ended for want of progress (``lifecycle/hang.py``)."""
 
 
 def end_attempt(
@@ -35,15 +39,18 @@ def end_attempt(
     current: Mapping[str, Any] | None,
     pods: list[Mapping[str, Any]],
     failure: Failure | None = None,
+    *,
+    settle: bool = True,
 ) -> None:
     """The attempt's Job or one of its pods failed: count it, then restart or fail.
 
     ``failure`` is the verdict when the caller already knows it (an attempt that could not
-    start); otherwise the Job and pods are classified."""
+    start, a hang); otherwise the Job and pods are classified. ``settle=False``: the verdict is
+    final, no settle window (the operator itself ends the attempt, e.g. a hang)."""
     spec = plan.spec
     if failure is None:
         failure = classify_failure(current, pods, plan.observed.nodes)
-    if failure.cause is not Cause.PREEMPTION and _settling(plan, attempt, failure):
+    if failure.cause is not Cause.PREEMPTION and settle and _settling(plan, attempt, failure):
         return
     plan.failure = failure
     restarts = dict(plan.old.get("restarts") or {})
@@ -57,7 +64,10 @@ def end_attempt(
         preemptions += 1
     else:
         failures += 1
-    counts = {"failures": failures, "preemptions": preemptions}
+    counts = {**restarts, "failures": failures, "preemptions": preemptions}
+    if failure.reason == HANG:
+        counts["hangs"] = int(restarts.get("hangs", 0)) + 1
+    record_lost_work(plan, attempt, failure)
     budget = (
         f"failures {failures}/{spec.max_failures}; preemptions {preemptions}/"
         f"{spec.max_preemptions}; attempts without progress {progress['attempts']}/"
@@ -136,6 +146,45 @@ def end_attempt(
     # names, so nothing waits for the old objects' deletion to finish.
     plan.remove(plan.kids.of_attempt(attempt))
     plan.kind = ActionKind.RESTART
+
+
+def record_lost_work(plan: Plan, attempt: int, failure: Failure) -> None:
+    """Charge the ended attempt's lost work to the goodput ledger: the steps and tokens it
+    trained past the checkpoint the next attempt resumes from (``status.goodput.restarts``)."""
+    record = progress_record(plan)
+    reported = record.get(c.PROGRESS_ATTEMPT) == attempt
+    last_step = record.get(c.PROGRESS_STEP) if reported else None
+    last_tokens = plan.get("tokens") if reported else None
+    ckpt = plan.get("latestCheckpoint") or {}
+    from_step = ckpt.get("step")
+    steps, tokens = lost_work(last_step, last_tokens, from_step, ckpt.get("tokens"))
+    pool = plan.get("nodePool") or "" if plan.spec.node_pools else ""
+    ledger = record_restart(
+        plan.get("goodput"),
+        attempt=attempt,
+        cause=failure.cause.value,
+        reason=failure.reason,
+        pool=pool,
+        lost_steps=steps,
+        lost_tokens=tokens,
+        from_step=from_step,
+        now=plan.now,
+    )
+    plan.set(goodput=ledger)
+
+
+def progress_record(plan: Plan) -> dict[str, Any]:
+    """``status.progress`` after this reconcile's mirror pass (the old record with its patch)."""
+    old = plan.old.get(c.STATUS_PROGRESS)
+    record = dict(old) if isinstance(old, Mapping) else {}
+    patch = plan.patch.get(c.STATUS_PROGRESS)
+    if isinstance(patch, Mapping):
+        for key, value in patch.items():
+            if value is None:
+                record.pop(key, None)
+            else:
+                record[key] = value
+    return record
 
 
 def _progress_after(plan: Plan) -> dict[str, Any]:

@@ -10,7 +10,6 @@ adds to it; none of them talks to the API.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -21,20 +20,8 @@ from olmo_operator.lifecycle.observed import Children, Observed, deleting, ref
 from olmo_operator.lifecycle.timing import Timing
 from olmo_operator.progress import Event
 from olmo_operator.spec import OLMoJob
-
-
-def now_iso(now: dt.datetime) -> str:
-    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: Any) -> dt.datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+from olmo_operator.timefmt import now_iso as now_iso  # re-exported for the policies
+from olmo_operator.timefmt import parse_time as parse_time
 
 
 class Plan:

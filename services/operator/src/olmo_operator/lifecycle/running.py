@@ -4,9 +4,10 @@ The attempt's Job decides: suspended means Kueue has not admitted it (or took it
 nothing counts (phase Pending); complete, or every index succeeded, ends the run (phase
 Succeeded); failed, or any pod failed, goes to the failure policy; pods stuck before starting
 (image pulls, container config, scheduling) fail it after ``startupTimeoutSeconds``
-(:mod:`.stalled`); a node announcing its termination ends it at once, and on a pool provisioned
-per attempt the Job waits for capacity (:mod:`.capacity`). While it runs, the eval worker is
-kept present.
+(:mod:`.stalled`); a failed preflight ends it without spending a budget (:mod:`.preflight`);
+no training progress within the hang timeout ends it as a Hang (:mod:`.hang`); a node
+announcing its termination ends it at once, and on a pool provisioned per attempt the Job waits
+for capacity (:mod:`.capacity`). While it runs, the eval worker is kept present.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from olmo_operator.failures import failed_pods
 from olmo_operator.lifecycle.action import ActionKind
 from olmo_operator.lifecycle.capacity import await_capacity, check_notices
 from olmo_operator.lifecycle.failure_policy import end_attempt
+from olmo_operator.lifecycle.hang import check_hang
 from olmo_operator.lifecycle.observed import deleting, job_failed, job_succeeded, job_suspended
 from olmo_operator.lifecycle.plan import Plan, now_iso
+from olmo_operator.lifecycle.preflight import check_preflight
 from olmo_operator.lifecycle.stalled import check_startup, is_waiting_message
 from olmo_operator.lifecycle.startup import start
 from olmo_operator.resources import eval_deployment
@@ -42,6 +45,8 @@ def watch_attempt(plan: Plan, attempt: int) -> None:
     if job_succeeded(current, pods):
         succeed(plan, attempt)
         return
+    if check_preflight(plan, attempt, current, pods):
+        return
     if job_failed(current) or failed_pods(pods):
         end_attempt(plan, attempt, current, pods)
         return
@@ -49,9 +54,12 @@ def watch_attempt(plan: Plan, attempt: int) -> None:
         return
     if check_startup(plan, attempt, current, pods):
         return
+    if check_hang(plan, attempt, current, pods):
+        return
     if plan.phase != c.RUNNING or is_waiting_message(plan.get("message", ""), attempt):
         where = f" on node pool {plan.get('nodePool')}" if plan.spec.node_pools else ""
-        plan.to_phase(c.RUNNING, f"attempt {attempt}{where}: {plan.spec.nodes} node(s)")
+        nodes = int(plan.get("nodes") or plan.spec.nodes)
+        plan.to_phase(c.RUNNING, f"attempt {attempt}{where}: {nodes} node(s)")
     if plan.spec.eval.enabled and plan.kids.eval is None:
         plan.create.append(eval_deployment(plan.job))
 

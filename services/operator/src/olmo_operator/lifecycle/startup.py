@@ -21,11 +21,11 @@ import datetime as dt
 
 from olmo_operator import contract as c
 from olmo_operator.lifecycle.action import ActionKind
+from olmo_operator.lifecycle.attempt_shape import attempt_state
 from olmo_operator.lifecycle.capacity import provisioned
 from olmo_operator.lifecycle.observed import attempt_of, name_of, pod_done
 from olmo_operator.lifecycle.plan import Plan, now_iso, parse_time
 from olmo_operator.resources import (
-    AttemptState,
     attempt_capacity,
     desired_objects,
     provisioning_request_name,
@@ -40,7 +40,8 @@ def start(plan: Plan, attempt: int, *, counted: bool) -> None:
         pool_index = max(0, min(pool_index, len(spec.node_pools) - 1))
         pool = spec.node_pools[pool_index]
         plan.set(nodePoolIndex=pool_index, nodePool=pool.name)
-    state = AttemptState(attempt=attempt, node_pool_index=pool_index)
+    state = attempt_state(plan, attempt, pool_index)
+    nodes = state.nodes_of(spec)
     pool = spec.node_pool(pool_index)
     # A pool provisioned per attempt: the Job only once the attempt's request is Provisioned.
     waiting = (
@@ -59,7 +60,7 @@ def start(plan: Plan, attempt: int, *, counted: bool) -> None:
         assert pool is not None and pool.provisioning is not None
         plan.to_phase(
             c.PENDING,
-            f"attempt {attempt}{where}: asking for capacity for {spec.nodes} node(s) "
+            f"attempt {attempt}{where}: asking for capacity for {nodes} node(s) "
             f"(ProvisioningRequest {provisioning_request_name(job.name, attempt)}, class "
             f"{pool.provisioning.class_name})",
         )
@@ -69,7 +70,7 @@ def start(plan: Plan, attempt: int, *, counted: bool) -> None:
             f"attempt {attempt}{where} queued in Kueue queue {spec.queue_name}",
         )
     else:
-        plan.to_phase(c.RUNNING, f"attempt {attempt}{where}: {spec.nodes} node(s)")
+        plan.to_phase(c.RUNNING, f"attempt {attempt}{where}: {nodes} node(s)")
     plan.set(attempt=attempt, restartAt=None, failureSeenAt=None)
     if not plan.get("startTime"):
         plan.set(startTime=now_iso(plan.now))

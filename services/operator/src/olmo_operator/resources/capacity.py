@@ -102,7 +102,8 @@ def capacity_objects(
     job: OLMoJob, pool: NodePool, attempt: int, pod_template: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
     """Attempt ``attempt``'s PodTemplate (``pod_template``: the trainer Job's) and the
-    ProvisioningRequest for ``spec.nodes`` pods of it."""
+    ProvisioningRequest for the attempt's pods on the pool (``spec.nodes``, or fewer with the
+    pool's ``maxNodes``)."""
     assert pool.provisioning is not None
     name = provisioning_request_name(job.name, attempt)
     template = {
@@ -114,7 +115,7 @@ def capacity_objects(
     spec: dict[str, Any] = {"provisioningClassName": pool.provisioning.class_name}
     if pool.provisioning.parameters:
         spec["parameters"] = dict(sorted(pool.provisioning.parameters.items()))
-    spec["podSets"] = [{"podTemplateRef": {"name": name}, "count": job.spec.nodes}]
+    spec["podSets"] = [{"podTemplateRef": {"name": name}, "count": pool.nodes_for(job.spec.nodes)}]
     request = {
         "apiVersion": c.PROVISIONING_API_VERSION,
         "kind": "ProvisioningRequest",
@@ -136,17 +137,18 @@ def _cpu_millis(quantity: Any) -> int | None:
         return None
 
 
-def node_pool_limits(job: OLMoJob) -> dict[str, str]:
-    """What the NodePool may launch in all: the gang's GPUs, or on a CPU job its CPU request."""
+def node_pool_limits(job: OLMoJob, nodes: int) -> dict[str, str]:
+    """What the NodePool may launch in all: the gang's GPUs (``nodes`` pods), or on a CPU job
+    its CPU request."""
     spec = job.spec
     if spec.gpus_per_node > 0:
-        return {"nvidia.com/gpu": str(spec.nodes * spec.gpus_per_node)}
+        return {"nvidia.com/gpu": str(nodes * spec.gpus_per_node)}
     resources = spec.resources or {}
     cpu = (resources.get("requests") or {}).get("cpu") or (resources.get("limits") or {}).get("cpu")
     millis = _cpu_millis(cpu) if cpu is not None else None
     if millis is None:
         return {}
-    total = millis * spec.nodes
+    total = millis * nodes
     return {"cpu": str(total // 1000) if total % 1000 == 0 else f"{total}m"}
 
 
@@ -188,7 +190,7 @@ def karpenter_node_pool(job: OLMoJob, pool: NodePool) -> dict[str, Any]:
             "budgets": [{"nodes": "0", "reasons": ["Drifted", "Underutilized"]}],
         },
     }
-    limits = node_pool_limits(job)
+    limits = node_pool_limits(job, pool.nodes_for(job.spec.nodes))
     if limits:
         spec["limits"] = limits
     return {

@@ -54,13 +54,28 @@ class AttemptState:
 
     attempt: int
     node_pool_index: int = 0
+    nodes: int | None = None
+    """Trainer pods of the attempt (None: ``spec.nodes``); fewer on a pool with ``maxNodes``."""
+    save_interval: int | None = None
+    """The attempt's save interval (None: ``spec.checkpoint.interval``); set by the operator
+    when ``checkpoint.adaptive`` is on (``status.checkpointInterval``)."""
+    excluded_nodes: tuple[str, ...] = ()
+    """Nodes the trainer pods must avoid (``status.excludedNodes``: failed preflights)."""
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any]) -> AttemptState:
+        attempt = int(status.get("attempt") or 1)
+        interval = status.get("checkpointInterval") or {}
         return cls(
-            attempt=int(status.get("attempt") or 1),
+            attempt=attempt,
             node_pool_index=int(status.get("nodePoolIndex") or 0),
+            nodes=status.get("nodes"),
+            save_interval=interval.get("steps") if interval.get("attempt") == attempt else None,
+            excluded_nodes=tuple(status.get("excludedNodes") or ()),
         )
+
+    def nodes_of(self, spec: JobSpec) -> int:
+        return self.nodes if self.nodes is not None else spec.nodes
 
 
 # --------------------------------------------------------------------------------------------
@@ -78,12 +93,14 @@ def trainer_config_path(spec: JobSpec) -> str:
     return f"{c.CONFIG_MOUNT}/{c.CONFIG_FILE}"
 
 
-def trainer_overrides_for(job: OLMoJob) -> list[str]:
+def trainer_overrides_for(job: OLMoJob, save_interval: int | None = None) -> list[str]:
     """Every ``--set`` the trainer gets, in order (the spec's own ``overrides`` last, so they
-    win)."""
+    win); ``save_interval`` replaces ``checkpoint.interval`` (the attempt's adaptive choice)."""
     spec = job.spec
     out = [f"run_name={_quote(job.name)}", f"data.paths={_quote([spec.data_dir])}"]
     out += trainer_overrides(spec)
+    if save_interval is not None:
+        out.append(f"checkpoint.save_interval={save_interval}")
     if spec.max_steps is not None:
         out.append(f"max_steps={spec.max_steps}")
     if spec.wandb is not None:
@@ -98,13 +115,13 @@ def trainer_overrides_for(job: OLMoJob) -> list[str]:
     return out
 
 
-def trainer_args(job: OLMoJob, attempt: int) -> list[str]:
+def trainer_args(job: OLMoJob, state: AttemptState) -> list[str]:
     """``torchrun ... -m olmo.train.cli ...``; ``$(VAR)`` are expanded by the kubelet."""
     spec = job.spec
     args = [
         "torchrun",
         "--nnodes",
-        str(spec.nodes),
+        str(state.nodes_of(spec)),
         "--nproc-per-node",
         str(spec.procs_per_node),
         "--node-rank",
@@ -122,15 +139,16 @@ def trainer_args(job: OLMoJob, attempt: int) -> list[str]:
         "--resume",
         "latest",
     ]
-    for override in trainer_overrides_for(job):
+    for override in trainer_overrides_for(job, state.save_interval):
         args += ["--set", override]
     return args
 
 
-def _trainer_env(job: OLMoJob, attempt: int) -> list[dict[str, Any]]:
+def _trainer_env(job: OLMoJob, state: AttemptState) -> list[dict[str, Any]]:
     """Rendezvous from the environment (contract 4), the job's uid (the trainer's run-directory
-    fence), then W&B, then the user's ``spec.env``."""
-    spec = job.spec
+    fence), the preflight and collective timeouts and the node's name, then W&B, then the
+    user's ``spec.env``."""
+    spec, attempt = job.spec, state.attempt
     out = [
         *job_env(job, attempt),
         env(c.ENV_GRACE, spec.termination_grace_period_seconds),
@@ -139,9 +157,15 @@ def _trainer_env(job: OLMoJob, attempt: int) -> list[dict[str, Any]]:
         env("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", spec.termination_grace_period_seconds),
         env("MASTER_ADDR", master_address(job.name, attempt)),
         env("MASTER_PORT", c.RENDEZVOUS_PORT),
-        env("NNODES", spec.nodes),
+        env("NNODES", state.nodes_of(spec)),
         env("NPROC_PER_NODE", spec.procs_per_node),
+        {"name": c.ENV_NODE_NAME, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
     ]
+    if spec.preflight.enabled:
+        out.append(env(c.ENV_PREFLIGHT_TIMEOUT, spec.preflight.timeout_seconds))
+    if spec.hang_timeout_seconds is not None:
+        timeout = spec.hang_timeout_seconds + c.COLLECTIVE_TIMEOUT_MARGIN_SECONDS
+        out.append(env(c.ENV_COLLECTIVE_TIMEOUT, timeout))
     if job.uid:
         # The run-directory fence orders attempts within one OLMoJob (olmo/checkpoints/fence.py).
         out.append(env(c.ENV_JOB_UID, job.uid))
@@ -242,6 +266,17 @@ def config_map(job: OLMoJob, attempt: int) -> dict[str, Any] | None:
     }
 
 
+def avoid_nodes(nodes: tuple[str, ...]) -> dict[str, Any]:
+    """Required node anti-affinity: never schedule on ``nodes`` (by node name, which need not
+    equal the ``kubernetes.io/hostname`` label)."""
+    term = {"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": list(nodes)}]}
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+        }
+    }
+
+
 def trainer_job(job: OLMoJob, state: AttemptState) -> dict[str, Any]:
     """The attempt's Indexed Job: one pod per node, gang semantics (any failure ends it)."""
     spec, attempt = job.spec, state.attempt
@@ -254,8 +289,8 @@ def trainer_job(job: OLMoJob, state: AttemptState) -> dict[str, Any]:
         c.TRAINER_CONTAINER,
         spec.image,
         ["/bin/sh", "-c", PREEMPTION_AWARE_ENTRYPOINT, "olmo-trainer"],
-        trainer_args(job, attempt),
-        env=_trainer_env(job, attempt),
+        trainer_args(job, state),
+        env=_trainer_env(job, state),
         **storage_env_from(spec),
         ports=[{"name": "rendezvous", "containerPort": c.RENDEZVOUS_PORT, "protocol": "TCP"}],
         volumeMounts=mounts,
@@ -281,6 +316,8 @@ def trainer_job(job: OLMoJob, state: AttemptState) -> dict[str, Any]:
         ),
         annotations={**annotations, **pod_annotations},
     )
+    if state.excluded_nodes:
+        template["spec"]["affinity"] = avoid_nodes(state.excluded_nodes)
     return indexed_job(
         job,
         name,
@@ -288,7 +325,7 @@ def trainer_job(job: OLMoJob, state: AttemptState) -> dict[str, Any]:
         template,
         attempt=attempt,
         annotations=annotations,
-        completions=spec.nodes,
+        completions=state.nodes_of(spec),
         backoff_limit=0,
         rules=[
             # A disrupted pod (preempted, evicted, node shutdown/taint) ends the attempt at
