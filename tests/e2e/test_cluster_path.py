@@ -345,6 +345,16 @@ def test_preempted_run_resumes_to_the_same_weights_as_an_uninterrupted_run(
     assert final["finalRotation"]["phase"] == "Succeeded"
     reasons = {e["reason"] for e in k8s.events(NAME)}
     assert {"Preempted", "CheckpointSaved", "Evaluated", "CheckpointsRotated"} <= reasons
+    # Issue 20 inside the images: both attempts passed the preflight (the storage check wrote
+    # to the checkpoint volume as the pods' user), and the ledger charged the run.
+    assert final["lastPreflight"]["attempt"] == 2 and final["lastPreflight"]["passed"] is True
+    assert "PreflightPassed" in reasons
+    assert final["throughput"]["stepSeconds"] > 0 and final["lastSaveSeconds"] >= 0
+    ledger = final["goodput"]
+    for state in ("preparingData", "starting", "training"):
+        assert ledger["seconds"].get(state, 0) > 0, (state, ledger["seconds"])
+    assert [r["cause"] for r in ledger["restarts"]] == ["Preemption"]
+    assert 0 < ledger["ratio"] <= 1 and ledger["pools"][""]["interruptions"] == 1
 
     # ---- checkpoints rotated by the policy, every one evaluated first ---------------------
     kept = layout.list_checkpoints(run_dir)
