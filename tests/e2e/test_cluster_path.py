@@ -20,6 +20,7 @@ weights are bit-identical to an uninterrupted local ``torchrun`` run on the same
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -222,6 +223,33 @@ def ran(kubelet: Kubelet, attempt: int) -> list:
     ]
 
 
+_REFERENCES: dict[str, Path] = {}
+
+
+def uninterrupted_run(data: str, manifest: dict, root: Path) -> Path:
+    """The run directory of an uninterrupted local 2-process ``torchrun`` of the cluster path's
+    job (``TRAIN_CONFIG``, ``MAX_STEPS``, ``INTERVAL``) on the token folder ``data`` (a path or a
+    URI) whose ``manifest`` is given. Deterministic, so it is run once per test session for each
+    set of shards (their sha256s): data-prep writes the same bytes with one worker or two, into a
+    volume or a bucket, and every cluster-path test compares against the same run."""
+    key = hashlib.sha256(json.dumps(manifest["shards"], sort_keys=True).encode()).hexdigest()
+    if key not in _REFERENCES:
+        root.mkdir(parents=True, exist_ok=True)
+        config = root / "reference.yaml"
+        config.write_text(yaml.safe_dump(TRAIN_CONFIG))
+        run_trainer(
+            config, root / "reference", 2,
+            "--set", f"run_name={json.dumps(NAME)}",
+            "--set", f"data.paths={json.dumps([data])}",
+            "--set", f"max_steps={MAX_STEPS}",
+            "--set", f"checkpoint.save_interval={INTERVAL}",
+            # the pods' toolchain (the venv's ninja) and extension cache: no second JIT build
+            env={**image_torch_extensions(), "PATH": f"{venv_bin()}:{os.environ['PATH']}"},
+        )  # fmt: skip
+        _REFERENCES[key] = root / "reference"
+    return _REFERENCES[key]
+
+
 def fp32_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=DEEPSPEED_TAG)
 
@@ -235,6 +263,7 @@ def test_preempted_run_resumes_to_the_same_weights_as_an_uninterrupted_run(
     kubelet_runtime: str,
     corpus: dict[str, int],
     tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ):
     image = images(kubelet_runtime)
     run_dir = kubelet.claim_dir(CHECKPOINT_CLAIM) / NAME
@@ -399,18 +428,7 @@ def test_preempted_run_resumes_to_the_same_weights_as_an_uninterrupted_run(
         assert final_ckpt.stat().st_uid == IMAGE_UID
 
     # ---- the same model as an uninterrupted run -------------------------------------------
-    config = tmp_path / "reference.yaml"
-    config.write_text(yaml.safe_dump(TRAIN_CONFIG))
-    reference = tmp_path / "reference"
-    run_trainer(
-        config, reference, 2,
-        "--set", f"run_name={json.dumps(NAME)}",
-        "--set", f"data.paths={json.dumps([str(dataset)])}",
-        "--set", f"max_steps={MAX_STEPS}",
-        "--set", f"checkpoint.save_interval={INTERVAL}",
-        # the pods' toolchain (the venv's ninja) and extension cache: no second JIT build
-        env={**image_torch_extensions(), "PATH": f"{venv_bin()}:{os.environ['PATH']}"},
-    )  # fmt: skip
+    reference = uninterrupted_run(str(dataset), manifest, tmp_path_factory.mktemp("uninterrupted"))
     milestone("the uninterrupted reference run is done")
     assert dict(losses(run_dir)) == dict(losses(reference))
     ours = fp32_weights(final_ckpt)

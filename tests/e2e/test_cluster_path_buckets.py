@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import sys
 import time
@@ -37,10 +36,9 @@ from olmo.train.upload import NODES_DIR
 from olmo_operator import contract as c
 from tests.operator.conftest import K8s, wait_for
 from tests.s3server import CREDENTIALS
-from tests.train.conftest import losses, run_trainer
+from tests.train.conftest import losses
 
-from .conftest import image_torch_extensions
-from .kubelet import Kubelet, venv_bin
+from .kubelet import Kubelet
 from .test_cluster_path import (
     INTERVAL,
     KEEP_LAST,
@@ -49,7 +47,6 @@ from .test_cluster_path import (
     PIPELINE,
     RAW,
     RUN_TIMEOUT,
-    TRAIN_CONFIG,
     fp32_weights,
     images,
     olmojob_spec,
@@ -57,6 +54,7 @@ from .test_cluster_path import (
     ran,
     status_of,
     trainer_pods,
+    uninterrupted_run,
     write_corpus,
 )
 
@@ -111,6 +109,7 @@ def test_a_preempted_run_on_buckets_resumes_to_the_same_weights(
     s3_bucket: str,
     bucket_corpus: dict[str, int],
     tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ):
     run_dir, dataset = f"{s3_bucket}/runs/{NAME}", f"{s3_bucket}/tokens"
     started = time.monotonic()
@@ -192,18 +191,8 @@ def test_a_preempted_run_on_buckets_resumes_to_the_same_weights(
     assert counts["dropped"]["doc_dedup"] == {"duplicate": 1}
 
     # ---- the same model as an uninterrupted run, on the same shards in the bucket ---------
-    config = tmp_path / "reference.yaml"
-    config.write_text(yaml.safe_dump(TRAIN_CONFIG))
-    reference = tmp_path / "reference"
-    run_trainer(
-        config, reference, 2,
-        "--set", f"run_name={json.dumps(NAME)}",
-        "--set", f"data.paths={json.dumps([dataset])}",
-        "--set", f"max_steps={MAX_STEPS}",
-        "--set", f"checkpoint.save_interval={INTERVAL}",
-        # the pods' toolchain (the venv's ninja) and extension cache: no second JIT build
-        env={**image_torch_extensions(), "PATH": f"{venv_bin()}:{os.environ['PATH']}"},
-    )  # fmt: skip
+    # (shared with the other cluster-path tests when the shards are the same bytes)
+    reference = uninterrupted_run(dataset, manifest, tmp_path_factory.mktemp("uninterrupted"))
     milestone("the uninterrupted reference run is done")
     assert dict(losses(location(run_dir))) == dict(losses(reference))
     ours = objectstore.download_checkpoint(

@@ -38,6 +38,8 @@ from tests.engine import engine, require_image
 JSON = dict[str, Any]
 LABEL = "olmo-k8s.test/images"
 KINDS = ("persistentVolumeClaim", "emptyDir", "hostPath", "configMap", "secret")
+NODE_NAME = "images-node"
+"""The node the image tests' pods "run on" (``spec.nodeName``)."""
 
 
 def pod_of(pod_spec: JSON, name: str) -> JSON:
@@ -48,13 +50,17 @@ def pod_of(pod_spec: JSON, name: str) -> JSON:
 def resolve_env(spec: JSON, given: Mapping[str, str] | None) -> dict[str, str]:
     """The container's env as a kubelet resolves it: what the cluster adds (``given``: e.g. the
     Job controller's JOB_COMPLETION_INDEX) first, then ``env`` in order with ``$(VAR)``
-    expansion. Only plain values: a ``valueFrom`` fails the test (the e2e kubelet resolves
-    those against an API)."""
+    expansion. Plain values, and the node's name (``fieldRef`` ``spec.nodeName``: ``NODE_NAME``);
+    any other ``valueFrom`` fails the test (the e2e kubelet resolves those against an API)."""
     resolved = dict(given or {})
     for var in spec.get("env") or []:
-        if "value" not in var:
+        field = ((var.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+        if "value" in var:
+            resolved[var["name"]] = expand(str(var["value"]), resolved)
+        elif field == "spec.nodeName":
+            resolved[var["name"]] = NODE_NAME
+        else:
             raise AssertionError(f"env {var['name']}: valueFrom is not resolved by this fixture")
-        resolved[var["name"]] = expand(str(var["value"]), resolved)
     return resolved
 
 

@@ -79,8 +79,8 @@ _STATUS: dict[str, Any] = {
             },
             {
                 "attempt": 2,
-                "cause": "Hang",
-                "reason": "NoProgress",
+                "cause": "Failure",
+                "reason": "Hang",
                 "lostSteps": 5,
                 "lostTokens": 327_680,
                 "fromStep": 10,

@@ -95,6 +95,11 @@ def test_crd_identity_subresource_and_columns() -> None:
     assert columns["Step"]["jsonPath"] == ".status.step"
     assert columns["Preemptions"]["jsonPath"] == ".status.restarts.preemptions"
     assert columns["Age"]["type"] == "date"
+    # kubectl get olmojobs -o wide: the goodput ledger's ratio and the attempt's node count
+    assert columns["Goodput"] == {
+        "name": "Goodput", "type": "number", "jsonPath": ".status.goodput.ratio", "priority": 1
+    }  # fmt: skip
+    assert columns["Nodes"]["jsonPath"] == ".status.nodes" and columns["Nodes"]["priority"] == 1
 
 
 def _walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:

@@ -17,14 +17,22 @@ from tests.conftest import top_level_modules_after_import
 MODULES = sorted(f"olmo_operator.{m.name}" for m in pkgutil.iter_modules(olmo_operator.__path__))
 
 
-def _requirement_names() -> set[str]:
+def _requirement_names(extra: str | None = None) -> set[str]:
+    """The distribution's requirements (``extra``: those of that extra only)."""
     requires = importlib.metadata.requires("olmo-k8s-operator") or []
-    return {re.split(r"[ ;<>=!~\[]", r, maxsplit=1)[0].lower() for r in requires}
+    marker = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
+    names = set()
+    for requirement in requires:
+        found = marker.search(requirement)
+        if (found.group(1) if found else None) == extra:
+            names.add(re.split(r"[ ;<>=!~\[]", requirement, maxsplit=1)[0].lower())
+    return names
 
 
 def test_dependencies_are_kopf_kubernetes_pyyaml_prometheus_only() -> None:
     names = _requirement_names()
     assert names == {"kopf", "kubernetes", "pyyaml", "prometheus-client"}
+    assert _requirement_names("report") == {"matplotlib"}  # only for `report --png`
     assert "torch" not in names and "olmo-k8s" not in names
     requires = importlib.metadata.requires("olmo-k8s-operator") or []
     assert "kopf==1.45.2" in requires and "kubernetes==37.0.2" in requires

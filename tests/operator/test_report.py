@@ -53,7 +53,7 @@ def test_the_table_shows_states_throughput_pools_and_restarts():
     assert restarts[1].split() == [
         "1", "Preemption", "DisruptionTarget", "3", "2", "131,072", "2026-12-08T09:40:00Z"
     ]  # fmt: skip
-    assert restarts[2].split()[:3] == ["2", "Hang", "NoProgress"]
+    assert restarts[2].split()[:3] == ["2", "Failure", "Hang"]
     assert "Checkpoint interval of attempt 3: 147 steps (Young/Daly: sqrt(2 × 12.0 s" in text
 
 
