@@ -75,6 +75,9 @@ $(STAMP): $(PYPROJECTS) $(CI_LOCKS)
 	# DeepSpeed's CPU ops (communication, CPU Adam for offload) are built on first use into
 	# ~/.cache/torch_extensions, per venv: build them here rather than inside the first test.
 	DS_ACCELERATOR=cpu $(BIN)/python -c "from deepspeed.accelerator import get_accelerator as a; [a().create_op_builder(n).load(verbose=False) for n in ('ShareMemCommBuilder', 'CPUAdamBuilder')]"
+	# ... and the communication op where the e2e tests' process-mode pods find it prebuilt, as in
+	# the trainer image (tests/e2e/extensions.py), built with the venv's ninja as the pods are.
+	$(BIN)/python -m tests.e2e.extensions
 	touch $(STAMP)
 
 # locks/: regenerated from the pyproject files (pins that still fit are kept), checked, one torch

@@ -9,7 +9,6 @@ parametrizes it (``@pytest.mark.parametrize("kubelet_runtime", ["container"])``;
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from tests.operator import conftest as operator_tests
 from tests.operator.conftest import FakeJobController, K8s
 from tests.operator.emulator import ApiServer
 
+from .extensions import image_torch_extensions
 from .kubelet import ContainerRuntime, FakeDeploymentController, Kubelet, ProcessRuntime, venv_bin
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -31,28 +31,6 @@ emulator = operator_tests.emulator
 k8s = operator_tests.k8s
 olmojob_resource = operator_tests.olmojob_resource
 operator = operator_tests.operator
-
-
-def torch_extensions_dir() -> str:
-    """Where torch keeps JIT-built extensions for this Python and torch build (its rule)."""
-    import torch
-    from torch.utils.cpp_extension import get_default_build_root
-
-    if os.environ.get("TORCH_EXTENSIONS_DIR"):
-        return os.environ["TORCH_EXTENSIONS_DIR"]
-    flavour = "cpu" if torch.version.cuda is None else f"cu{torch.version.cuda.replace('.', '')}"
-    python = f"py{sys.version_info.major}{sys.version_info.minor}"
-    return str(Path(get_default_build_root()) / f"{python}_{flavour}")
-
-
-def image_torch_extensions() -> dict[str, str]:
-    """Where DeepSpeed's CPU communication op (deepspeed_shm_comm) is JIT-built once per machine,
-    as if it came with the image (the trainer image has it prebuilt), rather than again (a
-    minute of g++) in the fresh HOME of every pod: process mode sets it over the pod's own
-    ``TORCH_EXTENSIONS_DIR``. Not the host's own cache: the pods build with the venv's ``ninja``
-    (the image's PATH has the venv first), other runs on the host often with the system's, and
-    torch rebuilds an extension whenever another ninja version wrote its build log."""
-    return {"TORCH_EXTENSIONS_DIR": torch_extensions_dir() + "-e2e-image"}
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -43,7 +43,7 @@ from tests.engine import IMAGE_UID, require_image
 from tests.operator.conftest import COMPLETION_INDEX, K8s, wait_for
 from tests.train.conftest import SEQ_LEN, TINY_MODEL, VOCAB, losses, run_trainer
 
-from .conftest import image_torch_extensions
+from .extensions import image_torch_extensions
 from .kubelet import Kubelet, venv_bin
 
 pytestmark = pytest.mark.slow
