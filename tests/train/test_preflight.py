@@ -184,16 +184,20 @@ def _launch(commands: list[list[str]], envs: list[dict], tmp_path: Path, timeout
 
 
 COLLECTIVE = """
-import json, sys, time
+import json, os, sys, time
 import torch
 from olmo.train.distributed import cpu_group, init_distributed
 from olmo.train.preflight import missing_ranks
 
 dist = init_distributed()
 group = cpu_group(30)
+done = os.environ["DONE_FILE"]
 if dist.rank == 1:
-    time.sleep(5)  # never joins: rank 0's collectives must fail on their own
-    sys.exit(0)
+    # never joins, and stays (its exit would break rank 0's connections) until rank 0 is done
+    deadline = time.monotonic() + 45
+    while not os.path.exists(done) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os._exit(0)
 out = {}
 try:
     torch.distributed.monitored_barrier(group, timeout=__import__("datetime").timedelta(seconds=1),
@@ -207,12 +211,14 @@ except RuntimeError as e:
     out["error"] = str(e)[:200]
 out["seconds"] = time.monotonic() - started
 print("RESULT " + json.dumps(out), flush=True)
+open(done, "w").close()
+os._exit(0)  # no teardown of a process group in error (gloo may abort in its destructors)
 """
 
 
 def test_the_collective_timeout_reaches_the_process_group(tmp_path):
     port = _free_port()
-    env = {"OLMO_COLLECTIVE_TIMEOUT_SECONDS": "3"}
+    env = {"OLMO_COLLECTIVE_TIMEOUT_SECONDS": "3", "DONE_FILE": str(tmp_path / "done")}
     codes, outputs = _launch(
         [[sys.executable, "-c", COLLECTIVE]] * 2,
         [_rank_env(rank, port, **env) for rank in (0, 1)],
@@ -223,7 +229,7 @@ def test_the_collective_timeout_reaches_the_process_group(tmp_path):
     assert codes == [0, 0] and lines, outputs
     result = json.loads(lines[0].removeprefix("RESULT "))
     assert result["late"] == [1]  # the monitored barrier named the rank that never came
-    assert "error" in result and 2.5 < result["seconds"] < 9  # about the 3 s, not 10 minutes
+    assert "error" in result and 2.5 < result["seconds"] < 9  # about the 3 s, not 30 minutes
 
 
 def test_a_bad_collective_timeout_is_refused():

@@ -13,8 +13,9 @@ the job is in now is counted up to the time of the report. Everything here but t
 and the PNG is pure: :func:`ledger_table` takes a status dict and returns text.
 
 The PNG has one row per attempt, a colored bar per state segment (``goodput.timeline``) and a
-dashed line at each restart, labelled with its cause. matplotlib is an optional dependency of
-the operator package (extra ``report``); it is imported only here, with the Agg backend.
+dashed line at each restart, labelled with its cause and reason. matplotlib is an optional
+dependency of the operator package (extra ``report``); it is imported only here, with the Agg
+backend.
 """
 
 from __future__ import annotations
@@ -322,8 +323,10 @@ def write_timeline_png(
         if when is None:
             continue
         axes.axvline(mdates.date2num(when), color="black", linestyle="--", linewidth=1)
+        cause, reason = restart.get("cause"), restart.get("reason")
+        label = f"{cause}: {reason}" if cause and reason else str(cause or reason or "restart")
         axes.annotate(
-            str(restart.get("cause") or "restart"),
+            label,
             (mdates.date2num(when), 0.98),
             xycoords=axes.get_xaxis_transform(),
             xytext=(3, 0),
