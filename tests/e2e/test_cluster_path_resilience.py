@@ -40,13 +40,7 @@ import pytest
 import yaml
 
 from olmo.checkpoints import layout
-from olmo.checkpoints.paths import CONFIG_FILE
-from olmo.config import load_yaml, validate
-from olmo.data.dataset import InstanceDataset
-from olmo.data.order import GlobalOrder
-from olmo.data.shards import open_shards
-from olmo.train.config import TrainConfig
-from olmo.train.schedule import batch_size_at, instances_before
+from olmo.train.inspect import batch_documents
 from olmo_operator import contract as c
 from olmo_operator.cli import main as operator_cli
 from tests.operator.conftest import K8s, running_operator, wait_for
@@ -110,17 +104,12 @@ def spec() -> dict:
 
 
 def expected_digests(run_dir: Path) -> dict[int, str]:
-    """Each step's batch digest in an uninterrupted run, from the data order alone."""
-    config_path = run_dir / CONFIG_FILE
-    config = validate(TrainConfig, load_yaml(config_path), source=str(config_path))
-    seq_len = config.model.max_sequence_length
-    dataset = InstanceDataset(open_shards(config.data.paths), seq_len)
-    order = GlobalOrder(len(dataset), config.seed, kind=config.data.order)
+    """Each step's batch digest in an uninterrupted run, from ``inspect-batch``'s offline
+    reconstruction of the global batch (the run's config and data order only)."""
     out = {}
     for step in range(1, MAX_STEPS + 1):
-        start = instances_before(step - 1, config.batch, seq_len)
-        indices = order.indices(start, batch_size_at(start * seq_len, config.batch))
-        out[step] = hashlib.sha1(indices.astype(np.int64).tobytes()).hexdigest()[:16]
+        instances = [row["instance"] for row in batch_documents(run_dir, step)]
+        out[step] = hashlib.sha1(np.asarray(instances, dtype=np.int64).tobytes()).hexdigest()[:16]
     return out
 
 

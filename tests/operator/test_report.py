@@ -12,6 +12,7 @@ import yaml
 
 from olmo_operator import cli, report
 from olmo_operator import contract as c
+from olmo_operator.timefmt import parse_time
 
 from .goodput_status import NOW, full_status
 from .olmojobs import olmojob
@@ -109,13 +110,15 @@ def test_the_cli_prints_the_table_and_writes_the_png(tmp_path, capsys, monkeypat
 
 
 def test_the_png_has_one_row_per_attempt_and_needs_a_timeline(tmp_path):
-    matplotlib = pytest.importorskip("matplotlib")  # installed in the venv (olmo/train/plots)
-    assert matplotlib
     status = full_status()
-    status["goodput"]["timeline"][-1].pop("end")  # an open segment ends now
+    segments = report._segments(status["goodput"], NOW)
+    # the charged timeline, then the current state from where it was last charged up to now
+    assert [(a, s) for a, s, _, _ in segments][-2:] == [(3, "training"), (3, "training")]
+    assert (segments[-1][2], segments[-1][3]) == (parse_time(status["goodput"]["charged"]), NOW)
     out = report.write_timeline_png(status, tmp_path / "t.png", "ml/run", NOW)
     assert out.read_bytes().startswith(PNG_MAGIC)
     status["goodput"]["timeline"] = []
+    status["goodput"].pop("state")
     with pytest.raises(report.ReportError, match="no timeline to draw"):
         report.write_timeline_png(status, tmp_path / "u.png", "ml/run", NOW)
     assert not (tmp_path / "u.png").exists()

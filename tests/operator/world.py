@@ -14,6 +14,7 @@ from typing import Any
 
 from olmo_operator import contract as c
 from olmo_operator.lifecycle import Action, Observed, Timing, next_action
+from olmo_operator.progress import apply_merge_patch
 from olmo_operator.spec import parse_job
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -31,15 +32,9 @@ def iso(t: dt.datetime) -> str:
 
 
 def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+    """``base`` with the merge ``patch`` applied, as the API server does (copies: the status never
+    shares objects with the Action that patched it)."""
+    return apply_merge_patch(copy.deepcopy(base), copy.deepcopy(patch))
 
 
 class World:

@@ -169,23 +169,29 @@ def choose_interval(
             # before the save time is ever measured.
             steps = max(1, math.floor(mtbf / step))
             reason += f", capped at the MTBF {_format_seconds(mtbf)} = {steps} steps"
-        steps, clamped = _clamp(steps, low, high)
-        return IntervalChoice(
-            steps=steps,
-            reason=f"{reason}, {clamped}" if clamped else reason,
-            mtbf_seconds=mtbf,
-            save_seconds=save,
-            step_seconds=step,
-        )
+        return _chosen(steps, reason, low, high, mtbf, save, step)
 
     assert mtbf is not None and save is not None and step is not None
     seconds = young_daly_seconds(save, mtbf)
     exact = max(1, round(seconds / step))  # a zero save time still saves every step at most
-    steps, clamped = _clamp(exact, low, high)
     reason = (
         f"Young/Daly: sqrt(2 × {_format_seconds(save)} × {_format_seconds(mtbf)}) = "
         f"{_format_seconds(seconds)} = {exact} steps"
     )
+    return _chosen(exact, reason, low, high, mtbf, save, step)
+
+
+def _chosen(
+    steps: int,
+    reason: str,
+    low: int,
+    high: int,
+    mtbf: float | None,
+    save: float | None,
+    step: float | None,
+) -> IntervalChoice:
+    """``steps`` clamped to ``[low, high]``, the reason saying so when it was."""
+    steps, clamped = _clamp(steps, low, high)
     return IntervalChoice(
         steps=steps,
         reason=f"{reason}, {clamped}" if clamped else reason,

@@ -140,30 +140,16 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 def state_seconds(goodput: Mapping[str, Any], now: dt.datetime | None) -> dict[str, float]:
-    """The ledger's wall seconds per state, the current state's open time counted up to ``now``.
-
-    ``goodput.seconds`` holds the time charged up to ``goodput.charged``; the time since then is
-    the current state's. A ledger without ``charged`` counts from the end of its newest timeline
-    segment when that is the current (attempt, state), else from ``since``."""
+    """The ledger's wall seconds per state, the current state's open time counted up to ``now``:
+    ``goodput.seconds`` holds the time charged up to ``goodput.charged``, and the time since then
+    is the current state's (``olmo_operator.goodput.advance`` writes both together)."""
     seconds = {
         str(k): float(v)
         for k, v in _mapping(goodput.get("seconds")).items()
         if _number(v) is not None
     }
-    state = goodput.get("state")
-    if now is None or not isinstance(state, str) or not state:
-        return seconds
-    start = parse_time(goodput.get("charged"))
-    if start is None:
-        start = parse_time(goodput.get("since"))
-        timeline = goodput.get("timeline")
-        if isinstance(timeline, list) and timeline and isinstance(timeline[-1], Mapping):
-            last = timeline[-1]
-            end = parse_time(last.get("end"))
-            current = last.get("state") == state and last.get("attempt") == goodput.get("attempt")
-            if end is not None and current:
-                start = end
-    if start is not None:
+    state, start = goodput.get("state"), parse_time(goodput.get("charged"))
+    if now is not None and isinstance(state, str) and state and start is not None:
         seconds[state] = seconds.get(state, 0.0) + max(0.0, (now - start).total_seconds())
     return seconds
 

@@ -296,13 +296,15 @@ def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any
 
 
 def apply_merge_patch(old: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """``old`` with the JSON merge ``patch`` applied (None removes a key), as the API does."""
+    """``old`` with the JSON merge ``patch`` applied (RFC 7386: None removes a key, an object is
+    merged into what is there, or into an empty one), as the API server does."""
     out = dict(old)
     for key, value in patch.items():
         if value is None:
             out.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = apply_merge_patch(out[key], value)
+        elif isinstance(value, Mapping):
+            before = out.get(key)
+            out[key] = apply_merge_patch(before if isinstance(before, Mapping) else {}, value)
         else:
             out[key] = value
     return out

@@ -31,7 +31,9 @@ import yaml
 
 from olmo_operator import contract as c
 from olmo_operator.goodput import STATES
-from olmo_operator.metrics import parse_time, state_seconds
+from olmo_operator.metrics import state_seconds
+from olmo_operator.timefmt import now_iso as iso
+from olmo_operator.timefmt import parse_time
 
 STATE_COLORS = {
     "pending": "#b0b0b0",
@@ -263,14 +265,21 @@ def ledger_table(
 
 
 def _segments(goodput: Mapping[str, Any], now: dt.datetime) -> list[tuple[int, str, Any, Any]]:
-    """``(attempt, state, start, end)`` of the timeline; the open segment ends at ``now``."""
+    """``(attempt, state, start, end)`` of the timeline, then the current state's open segment
+    (from ``charged``, where the ledger last charged it, up to ``now``)."""
+    rows = [s for s in goodput.get("timeline") or [] if isinstance(s, Mapping)]
+    if goodput.get("state") and goodput.get("charged"):
+        rows.append(
+            {
+                "attempt": goodput.get("attempt"),
+                "state": goodput["state"],
+                "start": goodput["charged"],
+                "end": iso(now),
+            }
+        )
     out = []
-    timeline = [s for s in goodput.get("timeline") or [] if isinstance(s, Mapping)]
-    for i, segment in enumerate(timeline):
-        start = parse_time(segment.get("start"))
-        end = parse_time(segment.get("end"))
-        if end is None and i == len(timeline) - 1:
-            end = now
+    for segment in rows:
+        start, end = parse_time(segment.get("start")), parse_time(segment.get("end"))
         if start is None or end is None or end < start:
             continue
         attempt = segment.get("attempt")

@@ -57,7 +57,7 @@ def end_attempt(
     failures, preemptions = int(restarts.get("failures", 0)), int(restarts.get("preemptions", 0))
     pool_index = int(plan.get("nodePoolIndex", 0))
     pool_preemptions = int(plan.get("nodePoolPreemptions", 0))
-    progress = _progress_after(plan)
+    progress = progress_after(plan)
     preempted = failure.cause is Cause.PREEMPTION
 
     if preempted:
@@ -73,7 +73,7 @@ def end_attempt(
         f"{spec.max_preemptions}; attempts without progress {progress['attempts']}/"
         f"{spec.max_attempts_without_progress}"
     )
-    verdict = _over_budget(plan, counts, progress)
+    verdict = over_budget(plan, counts, progress)
     if verdict is not None:
         reason, why = verdict
         plan.set(restarts=counts, noProgress=progress, failureSeenAt=None)
@@ -187,7 +187,7 @@ def progress_record(plan: Plan) -> dict[str, Any]:
     return record
 
 
-def _progress_after(plan: Plan) -> dict[str, Any]:
+def progress_after(plan: Plan) -> dict[str, Any]:
     """``status.noProgress`` once the attempt that just ended is counted.
 
     The baseline is the newest complete checkpoint known when the previous attempt ended
@@ -211,7 +211,7 @@ def _progress_after(plan: Plan) -> dict[str, Any]:
     return out
 
 
-def _over_budget(
+def over_budget(
     plan: Plan, counts: Mapping[str, int], progress: Mapping[str, Any]
 ) -> tuple[str, str] | None:
     """The condition reason and message when a budget is spent, else None."""

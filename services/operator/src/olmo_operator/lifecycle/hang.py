@@ -54,13 +54,6 @@ def hang_timeout(plan: Plan) -> float:
     return derived_timeout(throughput.get("stepSeconds"), plan.get("lastSaveSeconds"))
 
 
-def collective_timeout(hang_timeout_seconds: int | None) -> int | None:
-    """The trainer's process-group timeout for a spec hang timeout (None: torch's default)."""
-    if hang_timeout_seconds is None:
-        return None
-    return hang_timeout_seconds + c.COLLECTIVE_TIMEOUT_MARGIN_SECONDS
-
-
 def check_hang(
     plan: Plan, attempt: int, current: Mapping[str, Any], pods: list[Mapping[str, Any]]
 ) -> bool:

@@ -26,10 +26,10 @@ from olmo_operator import contract as c
 from olmo_operator.failures import Cause, Failure
 from olmo_operator.lifecycle.action import ActionKind
 from olmo_operator.lifecycle.failure_policy import (
-    _over_budget,
-    _progress_after,
     end_attempt,
     fail,
+    over_budget,
+    progress_after,
 )
 from olmo_operator.lifecycle.plan import Plan, now_iso
 
@@ -72,7 +72,7 @@ def check_preflight(
     restarts = dict(plan.old.get("restarts") or {})
     restarts["preflightFailures"] = int(restarts.get("preflightFailures", 0)) + 1
     plan.failure = Failure(Cause.FAILURE, PREFLIGHT_FAILED, f"preflight failed: {detail}")
-    progress = _progress_after(plan)
+    progress = progress_after(plan)
     plan.failure = None  # nothing for the restart metrics: no budget was spent
     names = ", ".join(sorted(set(nodes)))
     plan.event(
@@ -82,7 +82,7 @@ def check_preflight(
         "next attempts (status.excludedNodes)",
     )
     plan.set(excludedNodes=excluded, restarts=restarts, noProgress=progress)
-    verdict = _over_budget(
+    verdict = over_budget(
         plan,
         {
             "failures": int(restarts.get("failures", 0)),
